@@ -1,0 +1,39 @@
+# tagstream: `make run` starts the stack and shows data flowing; `make test` runs every test.
+# Both install what they need: a .venv with the project, and the Kafka jars (Maven, cached in .cache/).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install jars lint test run stop status clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+jars: $(STAMP)
+	$(BIN)/tagstream broker jars >/dev/null
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: jars lint
+	$(BIN)/pytest
+
+run: jars
+	$(BIN)/tagstream stack up
+	$(BIN)/tagstream demo
+
+stop: $(STAMP)
+	$(BIN)/tagstream stack down
+
+status: $(STAMP)
+	$(BIN)/tagstream stack status
+
+clean: stop
+	rm -rf .tagstream

@@ -1,0 +1,123 @@
+"""confluent-kafka client factories and topic administration.
+
+Producers are idempotent with ``acks=all``; consumers never auto-commit and never auto-store
+offsets: a service stores an offset only after every output of that record is acknowledged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from services.common.settings import Settings
+from services.common.topics import ALL_TOPICS, TopicSpec, topic_name
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_security}
+
+
+def make_producer(settings: Settings, **overrides: Any) -> Producer:
+    config = {
+        **client_config(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        **overrides,
+    }
+    return Producer(config)
+
+
+def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    config = {
+        **client_config(settings),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        **overrides,
+    }
+    return Consumer(config)
+
+
+def make_reader(settings: Settings, **overrides: Any) -> Consumer:
+    """A group-less consumer for tools (consume, inspect): it assigns partitions itself."""
+    return make_consumer(settings, f"tagstream-reader-{uuid.uuid4().hex}", **overrides)
+
+
+def make_admin(settings: Settings) -> AdminClient:
+    return AdminClient(client_config(settings))
+
+
+@dataclass(frozen=True)
+class TopicStatus:
+    name: str
+    action: str  # "created", "exists", "mismatch"
+    detail: str = ""
+
+
+def ensure_topics(
+    settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS, timeout: float = 30.0
+) -> list[TopicStatus]:
+    """Create missing topics; report existing ones whose partition count differs. Idempotent."""
+    admin = make_admin(settings)
+    existing = admin.list_topics(timeout=timeout).topics
+    results: list[TopicStatus] = []
+    to_create: list[NewTopic] = []
+    for spec in specs:
+        name = topic_name(spec, settings)
+        if name in existing:
+            have = len(existing[name].partitions)
+            if have < spec.partitions:
+                results.append(
+                    TopicStatus(name, "mismatch", f"{have} partitions, declared {spec.partitions}")
+                )
+            else:
+                results.append(TopicStatus(name, "exists", f"{have} partitions"))
+            continue
+        to_create.append(
+            NewTopic(name, num_partitions=spec.partitions, replication_factor=-1, config=spec.config())
+        )
+    if to_create:
+        for name, future in admin.create_topics(to_create, operation_timeout=timeout).items():
+            try:
+                future.result()
+                results.append(TopicStatus(name, "created"))
+            except KafkaException as exc:
+                if exc.args[0].name() == "TOPIC_ALREADY_EXISTS":  # raced with another ensure
+                    results.append(TopicStatus(name, "exists"))
+                else:
+                    raise
+    return results
+
+
+def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    admin = make_admin(settings)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    entries = admin.describe_configs([resource])[resource].result()
+    return {key: entry.value for key, entry in entries.items()}
+
+
+def cluster_reachable(settings: Settings, timeout: float = 3.0) -> bool:
+    # log_level 0: a probe of a broker still starting would otherwise log "connection refused".
+    try:
+        AdminClient({**client_config(settings), "log_level": 0}).list_topics(timeout=timeout)
+        return True
+    except KafkaException:
+        return False
+
+
+def record_key(record: dict[str, Any]) -> bytes | None:
+    """The partition key that keeps one device's (or else one person's) records in order."""
+    identity = record.get("identity") or {}
+    for field in ("install_id", "anonymous_id", "external_user_id", "email", "phone"):
+        if identity.get(field):
+            return f"{field}:{identity[field]}".encode()
+    return None

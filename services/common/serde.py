@@ -1,0 +1,152 @@
+"""Avro serde for Kafka values, on fastavro.
+
+Two framings, told apart by the first byte when decoding:
+
+* **single-object encoding** (the default): ``C3 01`` + 8-byte CRC-64-AVRO fingerprint of the
+  writer schema + Avro binary body. Needs no registry: the fingerprint names a schema version
+  in ``schemas/``.
+* **Confluent wire format** (when ``TAGSTREAM_SCHEMA_REGISTRY_URL`` is set): ``00`` + 4-byte
+  big-endian schema id + body; ids come from a Confluent-compatible registry
+  (subject ``<topic>-value``).
+
+Records decode with the *current* schema of their type as reader, so older writer versions
+resolve to today's fields. Every failure is a :class:`SerdeError` naming the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.validation import ValidationError, validate
+
+from services.common.schemas import SchemaCatalogue, default_catalogue
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+
+
+class SerdeError(Exception):
+    """A record could not be encoded or decoded; the message says why."""
+
+
+class Serde:
+    """Encodes and decodes tagstream records; one instance per process is enough."""
+
+    def __init__(self, catalogue: SchemaCatalogue | None = None, registry_url: str | None = None) -> None:
+        self.catalogue = catalogue or default_catalogue()
+        self._registry = _Registry(registry_url) if registry_url else None
+
+    @property
+    def framing(self) -> str:
+        return "confluent" if self._registry else "single-object"
+
+    # -- encode ---------------------------------------------------------------------------
+    def encode(
+        self, record_type: str, record: dict[str, Any], *, topic: str = "", check: bool = True
+    ) -> bytes:
+        """Avro-encode ``record`` with the current schema of ``record_type``.
+
+        ``check`` validates first, so a bad field is reported by name; hot paths that build
+        records themselves may skip it (fastavro still refuses what it cannot write).
+        """
+        try:
+            schema = self.catalogue.current(record_type)
+        except KeyError as exc:
+            raise SerdeError(str(exc)) from None
+        if check:
+            try:
+                validate(record, schema.parsed, raise_errors=True)
+            except ValidationError as exc:
+                raise SerdeError(f"{record_type}: {_describe_validation(exc)}") from None
+        buffer = io.BytesIO()
+        if self._registry is not None:
+            if not topic:
+                raise SerdeError("Confluent framing needs the topic (subject <topic>-value)")
+            buffer.write(CONFLUENT_MAGIC + struct.pack(">I", self._registry.id_for(topic, schema.canonical)))
+        else:
+            buffer.write(SINGLE_OBJECT_MAGIC + schema.fingerprint)
+        try:
+            schemaless_writer(buffer, schema.parsed, record)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise SerdeError(f"{record_type}: cannot encode: {exc}") from None
+        return buffer.getvalue()
+
+    # -- decode ---------------------------------------------------------------------------
+    def decode(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
+        """Return ``(record_type, record)``; raise :class:`SerdeError` for anything else."""
+        if not data:
+            raise SerdeError("empty value: expected an Avro record")
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            if len(data) < 10:
+                raise SerdeError("truncated single-object header")
+            writer = self.catalogue.by_fingerprint(data[2:10])
+            if writer is None:
+                raise SerdeError(f"unknown schema fingerprint {data[2:10].hex()} (not in schemas/)")
+            record_type, writer_schema, body = writer.record_type, writer.parsed, data[10:]
+        elif data[:1] == CONFLUENT_MAGIC:
+            if len(data) < 5:
+                raise SerdeError("truncated Confluent header")
+            if self._registry is None:
+                raise SerdeError("Confluent-framed record but no TAGSTREAM_SCHEMA_REGISTRY_URL is set")
+            schema_id = struct.unpack(">I", data[1:5])[0]
+            record_type, writer_schema = self._registry.writer(schema_id, self.catalogue)
+            body = data[5:]
+        else:
+            raise SerdeError(f"unknown framing: first bytes {data[:2].hex()} are neither C301 nor 00")
+        reader = self.catalogue.current(record_type)
+        try:
+            stream = io.BytesIO(body)
+            record = schemaless_reader(stream, writer_schema, reader.parsed)
+        except Exception as exc:  # fastavro raises many types for corrupt bodies
+            raise SerdeError(f"{record_type}: corrupt Avro body: {type(exc).__name__}: {exc}") from None
+        if stream.tell() != len(body):
+            raise SerdeError(f"{record_type}: {len(body) - stream.tell()} trailing bytes after the record")
+        return record_type, record
+
+
+class _Registry:
+    """Schema ids from a Confluent-compatible registry, cached both ways."""
+
+    def __init__(self, url: str) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        self._client = SchemaRegistryClient({"url": url})
+        self._ids: dict[tuple[str, str], int] = {}
+        self._writers: dict[int, tuple[str, Any]] = {}
+
+    def id_for(self, topic: str, canonical: str) -> int:
+        key = (topic, canonical)
+        if key not in self._ids:
+            from confluent_kafka.schema_registry import Schema
+
+            try:
+                self._ids[key] = self._client.register_schema(f"{topic}-value", Schema(canonical, "AVRO"))
+            except Exception as exc:
+                raise SerdeError(f"schema registry refused the schema for {topic}-value: {exc}") from None
+        return self._ids[key]
+
+    def writer(self, schema_id: int, catalogue: SchemaCatalogue) -> tuple[str, Any]:
+        if schema_id not in self._writers:
+            try:
+                text = self._client.get_schema(schema_id).schema_str
+            except Exception as exc:
+                raise SerdeError(f"schema id {schema_id} not found in the registry: {exc}") from None
+            raw = json.loads(text)
+            full_name = f"{raw.get('namespace', '')}.{raw['name']}".lstrip(".")
+            record_type = catalogue.record_type_of(full_name)
+            if record_type is None:
+                raise SerdeError(f"schema id {schema_id} is {full_name}, not a tagstream record type")
+            self._writers[schema_id] = (record_type, parse_schema(raw, _write_hint=False, _force=True))
+        return self._writers[schema_id]
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    # fastavro reports "<path> is <value> of type <type> expected <schema>"; keep the first lines.
+    errors = getattr(exc, "errors", None) or [str(exc)]
+    return (
+        "; ".join(str(e).split(" expected ")[0] for e in errors)[:500] or "record does not match its schema"
+    )

@@ -1,0 +1,57 @@
+"""Configuration shared by every process, read from ``TAGSTREAM_*`` environment variables.
+
+Services subclass :class:`Settings` to add their own fields (same prefix), so one variable means
+the same thing everywhere. Settings are frozen: a running service never changes configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAGSTREAM_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(
+        default=REPO_ROOT / ".tagstream", description="Broker data, chDB data, logs, pids."
+    )
+    cache_dir: Path = Field(default=REPO_ROOT / ".cache", description="Downloaded jars (Kafka, Apicurio).")
+    kafka_bootstrap: str | None = Field(
+        default=None, description="An existing Kafka cluster; unset means the local broker."
+    )
+    kafka_port: int = Field(default=9092, description="Client port of the local broker.")
+    kafka_controller_port: int = Field(default=9093, description="KRaft controller port of the local broker.")
+    kafka_security: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka client settings (SASL/TLS), e.g. "
+        '{"security.protocol":"SASL_SSL","sasl.mechanism":"SCRAM-SHA-512",...}.',
+    )
+    topic_prefix: str = Field(default="", description="Prepended to every topic name (tests, tenants).")
+    schema_registry_url: str | None = Field(
+        default=None, description="Confluent-compatible registry; set means Confluent framing."
+    )
+    clickhouse_url: str | None = Field(
+        default=None, description="http://host:8123 for a server; unset means embedded chDB in data_dir."
+    )
+    log_level: str = "INFO"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+
+def load_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,58 @@
+"""The one list of Kafka topics: name, partitions, cleanup policy, retention, record type.
+
+Every producer and consumer names topics through :func:`topic_name` so that
+``TAGSTREAM_TOPIC_PREFIX`` (used by tests to isolate runs) applies everywhere.
+Later services add their internal topics here, not in their own modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.settings import Settings
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    record_type: str | None  # Avro record type carried (schemas/<record_type>.avsc); None: opaque bytes
+    partitions: int = 6
+    cleanup_policy: str = "delete"  # "delete" or "compact"
+    retention_ms: int = 7 * DAY_MS  # -1 keeps forever (used for compacted topics)
+
+    def config(self) -> dict[str, str]:
+        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+
+
+# Raw input: what producers and the HTTP collector write.
+TAGS = TopicSpec("tags", "tag_hit")
+EVENTS = TopicSpec("events", "event")
+LOCATIONS = TopicSpec("locations", "location")
+DELIVERY_RECEIPTS = TopicSpec("delivery-receipts", "delivery_receipt")
+PROFILE_UPDATES = TopicSpec("profile-updates", "profile_update")
+RAW_TOPICS: tuple[TopicSpec, ...] = (TAGS, EVENTS, LOCATIONS, DELIVERY_RECEIPTS, PROFILE_UPDATES)
+
+# Every service writes what it cannot process here, with a reason (schemas/dead_letter.avsc).
+DEAD_LETTERS = TopicSpec("dead-letters", "dead_letter", partitions=3, retention_ms=30 * DAY_MS)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (*RAW_TOPICS, DEAD_LETTERS)
+
+RAW_TOPIC_BY_NAME = {spec.name: spec for spec in RAW_TOPICS}
+TOPIC_BY_NAME = {spec.name: spec for spec in ALL_TOPICS}
+
+
+def topic_name(spec: TopicSpec, settings: Settings) -> str:
+    """The topic's name on the broker, with the configured prefix."""
+    return f"{settings.topic_prefix}{spec.name}"
+
+
+def spec_for(name: str, settings: Settings) -> TopicSpec:
+    """The spec of a topic given its broker name (with or without the prefix)."""
+    bare = name.removeprefix(settings.topic_prefix) if settings.topic_prefix else name
+    try:
+        return TOPIC_BY_NAME[bare]
+    except KeyError:
+        known = ", ".join(sorted(TOPIC_BY_NAME))
+        raise KeyError(f"unknown topic {name!r}; known topics: {known}") from None
