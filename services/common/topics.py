@@ -34,10 +34,25 @@ DELIVERY_RECEIPTS = TopicSpec("delivery-receipts", "delivery_receipt")
 PROFILE_UPDATES = TopicSpec("profile-updates", "profile_update")
 RAW_TOPICS: tuple[TopicSpec, ...] = (TAGS, EVENTS, LOCATIONS, DELIVERY_RECEIPTS, PROFILE_UPDATES)
 
+# Ingest output: the same record types, validated, normalised, deduplicated, keyed per device/person.
+VALID_TAGS = TopicSpec("tags.valid", "tag_hit")
+VALID_EVENTS = TopicSpec("events.valid", "event")
+VALID_LOCATIONS = TopicSpec("locations.valid", "location")
+VALID_DELIVERY_RECEIPTS = TopicSpec("delivery-receipts.valid", "delivery_receipt")
+VALID_PROFILE_UPDATES = TopicSpec("profile-updates.valid", "profile_update")
+VALID_TOPICS: tuple[TopicSpec, ...] = (
+    VALID_TAGS,
+    VALID_EVENTS,
+    VALID_LOCATIONS,
+    VALID_DELIVERY_RECEIPTS,
+    VALID_PROFILE_UPDATES,
+)
+VALID_TOPIC_FOR_RAW = dict(zip(RAW_TOPICS, VALID_TOPICS, strict=True))
+
 # Every service writes what it cannot process here, with a reason (schemas/dead_letter.avsc).
 DEAD_LETTERS = TopicSpec("dead-letters", "dead_letter", partitions=3, retention_ms=30 * DAY_MS)
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (*RAW_TOPICS, DEAD_LETTERS)
+ALL_TOPICS: tuple[TopicSpec, ...] = (*RAW_TOPICS, *VALID_TOPICS, DEAD_LETTERS)
 
 RAW_TOPIC_BY_NAME = {spec.name: spec for spec in RAW_TOPICS}
 TOPIC_BY_NAME = {spec.name: spec for spec in ALL_TOPICS}
