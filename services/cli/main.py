@@ -16,7 +16,7 @@ from services.cli import produce as produce_mod
 from services.cli import stack as stack_mod
 from services.cli.service_registry import entry_point
 from services.common.broker import BrokerError, LocalBroker, kafka_jars
-from services.common.jsonform import JsonForm, dumps
+from services.common.jsonform import JsonForm, JsonFormError, dumps, parse_time
 from services.common.kafka import ensure_topics
 from services.common.localproc import LocalProcessError
 from services.common.serde import Serde, SerdeError
@@ -234,3 +234,52 @@ def demo() -> None:
     """Feed example records into the running stack and show what comes out."""
     demo_mod.run_demo(_settings(), say=err.print)
     err.print("stack is running: `make status` lists processes and logs, `make stop` stops everything")
+
+
+@app.command()
+def generate(
+    persons: Annotated[int, typer.Option(help="How many persons (each with 1-3 devices).")] = 100,
+    seed: Annotated[int, typer.Option(help="Same seed and --now: same records.")] = 1,
+    now: Annotated[str | None, typer.Option(help="Reference time (ISO-8601); default: now.")] = None,
+    days: Annotated[int, typer.Option(help="Days of history before --now.")] = 30,
+    late: Annotated[float, typer.Option(help="Share of records delivered late.")] = 0.02,
+    duplicates: Annotated[float, typer.Option(help="Share of records delivered twice.")] = 0.02,
+    bad: Annotated[float, typer.Option(help="Share of bad records (known reason codes).")] = 0.01,
+    out: Annotated[
+        Path | None, typer.Option(help="Write <topic>.jsonl files and manifest.json here.")
+    ] = None,
+    produce_: Annotated[bool, typer.Option("--produce", help="Produce to the raw topics.")] = False,
+) -> None:
+    """Generate a seeded synthetic population's history (an ISP's customers and their devices)."""
+    import json as _json
+    import time as _time
+
+    from services.generator.output import produce_items, write_files
+    from services.generator.population import GeneratorConfig, PopulationGenerator
+
+    if out is None and not produce_:
+        raise _fail("say where the records go: --out DIR and/or --produce")
+    try:
+        now_ms = parse_time(now, "--now") if now else int(_time.time() * 1000)
+    except JsonFormError as exc:
+        raise _fail(str(exc)) from None
+    config = GeneratorConfig(persons, seed, now_ms, days, late, duplicates, bad)
+    items = PopulationGenerator(config).generate()
+    summary = None
+    if out is not None:
+        summary = write_files(items, out)
+        err.print(f"wrote {len(items)} records to {out}/ (manifest.json)")
+    if produce_:
+        settings = _settings()
+        with Progress(
+            TextColumn("producing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("produce", total=len(items))
+            summary = produce_items(settings, items, on_delivered=lambda n: progress.advance(task, n))
+        err.print(f"produced {len(items)} records to the raw topics")
+    typer.echo(_json.dumps(summary))

@@ -1,0 +1,1 @@
+"""A seeded synthetic population of persons, devices and their behaviour (``tagstream generate``)."""
