@@ -49,10 +49,31 @@ VALID_TOPICS: tuple[TopicSpec, ...] = (
 )
 VALID_TOPIC_FOR_RAW = dict(zip(RAW_TOPICS, VALID_TOPICS, strict=True))
 
+# Enricher output: one envelope per event, keyed by person id; the latest profile per person.
+ENRICHED = TopicSpec("enriched", "enriched_event")
+PROFILES = TopicSpec("profiles", "profile", cleanup_policy="compact", retention_ms=-1)
+
+# Segmenter output: entered/exited changes.
+SEGMENT_MEMBERSHIP = TopicSpec("segment-membership", "segment_membership")
+
+# Trigger output: rendered messages for senders, one topic per channel.
+OUTBOUND_TOPICS: tuple[TopicSpec, ...] = tuple(
+    TopicSpec(f"outbound.{channel}", "outbound_message")
+    for channel in ("email", "sms", "push", "webpush", "inapp", "webhook")
+)
+
 # Every service writes what it cannot process here, with a reason (schemas/dead_letter.avsc).
 DEAD_LETTERS = TopicSpec("dead-letters", "dead_letter", partitions=3, retention_ms=30 * DAY_MS)
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (*RAW_TOPICS, *VALID_TOPICS, DEAD_LETTERS)
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    *RAW_TOPICS,
+    *VALID_TOPICS,
+    ENRICHED,
+    PROFILES,
+    SEGMENT_MEMBERSHIP,
+    *OUTBOUND_TOPICS,
+    DEAD_LETTERS,
+)
 
 RAW_TOPIC_BY_NAME = {spec.name: spec for spec in RAW_TOPICS}
 TOPIC_BY_NAME = {spec.name: spec for spec in ALL_TOPICS}

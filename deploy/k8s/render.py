@@ -1,0 +1,293 @@
+"""Render the kustomize base for every tagstream service from one table.
+
+Run ``python deploy/k8s/render.py`` after changing the table; ``tests/unit/test_deploy.py`` fails
+when the committed YAML is out of date. One table keeps six services' manifests consistent:
+probes, resources, ports, termination grace, PodDisruptionBudget, lag-based KEDA scaling.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+BASE = Path(__file__).parent / "base"
+IMAGE = "ghcr.io/tagstream/tagstream:latest"
+APP = "tagstream"
+
+
+@dataclass(frozen=True)
+class ServiceDeploy:
+    name: str
+    port: int  # health + metrics (and HTTP API where the service has one)
+    consumer_group: str | None  # Kafka consumer group scaled on; None: scale on CPU
+    lag_topics: tuple[str, ...] = ()  # topics the group consumes (lag is summed over them)
+    max_replicas: int = 6  # never above the partitions of its input topics
+    stateful: bool = False  # RocksDB state: StatefulSet with a volume per replica
+    cpu: str = "500m"
+    memory: str = "512Mi"
+    grace_seconds: int = 90  # > the longest batch: the loader's 60 s window plus the insert
+    config_files: tuple[str, ...] = ()  # files from the ConfigMap mounted at /etc/tagstream
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # VAR -> (secret, key)
+
+
+KAFKA_SECRET_ENV = {"TAGSTREAM_KAFKA_SECURITY": ("tagstream-kafka", "client-settings.json")}
+CLICKHOUSE_SECRET_ENV = {"TAGSTREAM_CLICKHOUSE_URL": ("tagstream-clickhouse", "url")}
+
+SERVICES: tuple[ServiceDeploy, ...] = (
+    ServiceDeploy(
+        "collector",
+        8080,
+        None,
+        max_replicas=10,
+        env={"TAGSTREAM_COLLECTOR_HOST": "0.0.0.0", "TAGSTREAM_COLLECTOR_PORT": "8080"},
+        secret_env={
+            "TAGSTREAM_COLLECTOR_WRITE_KEYS": ("tagstream-collector", "write-keys"),
+            "TAGSTREAM_TRACKING_SECRET": ("tagstream-tracking", "signing-key"),
+        },
+        grace_seconds=30,
+    ),
+    ServiceDeploy(
+        "ingest",
+        9101,
+        "tagstream-ingest",
+        ("tags", "events", "locations", "delivery-receipts", "profile-updates"),
+        config_files=("event-definitions.yaml",),
+        grace_seconds=60,
+    ),
+    ServiceDeploy(
+        "enricher",
+        9103,
+        "tagstream-enricher",
+        ("tags.valid", "events.valid", "locations.valid", "delivery-receipts.valid", "profile-updates.valid"),
+        stateful=True,
+        memory="1Gi",
+        config_files=("geofences.yaml",),
+    ),
+    ServiceDeploy(
+        "segmenter",
+        9104,
+        "tagstream-segmenter",
+        ("enriched",),
+        stateful=True,
+        memory="1Gi",
+        config_files=("segments.yaml",),
+    ),
+    ServiceDeploy(
+        "trigger",
+        9105,
+        "tagstream-trigger",
+        ("enriched", "segment-membership"),
+        stateful=True,
+        config_files=("campaigns.yaml",),
+        secret_env={"TAGSTREAM_TRACKING_SECRET": ("tagstream-tracking", "signing-key")},
+    ),
+    ServiceDeploy(
+        "loader",
+        9106,
+        "tagstream-loader",
+        ("enriched", "profiles", "dead-letters", "segment-membership"),
+        memory="1Gi",
+        secret_env=CLICKHOUSE_SECRET_ENV,
+        grace_seconds=120,
+    ),
+)
+
+
+def _labels(svc: ServiceDeploy) -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": svc.name}
+
+
+def _container(svc: ServiceDeploy) -> dict:
+    env = [{"name": "TAGSTREAM_HEALTH_PORT", "value": str(svc.port)}]
+    env += [{"name": k, "value": v} for k, v in sorted(svc.env.items())]
+    secrets = {**KAFKA_SECRET_ENV, **svc.secret_env}
+    env += [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": s, "key": key, "optional": True}}}
+        for k, (s, key) in sorted(secrets.items())
+    ]
+    mounts = [{"name": "data", "mountPath": "/var/lib/tagstream"}]
+    if svc.config_files:
+        mounts.append({"name": "config", "mountPath": "/etc/tagstream", "readOnly": True})
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3}
+    return {
+        "name": svc.name,
+        "image": IMAGE,
+        "args": ["run", svc.name],
+        "ports": [{"name": "http", "containerPort": svc.port}],
+        "envFrom": [{"configMapRef": {"name": "tagstream-common"}}],
+        "env": env,
+        "resources": {
+            "requests": {"cpu": svc.cpu, "memory": svc.memory},
+            "limits": {"memory": svc.memory},
+        },
+        "livenessProbe": probe,
+        "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+        "startupProbe": {**probe, "failureThreshold": 30},
+        "volumeMounts": mounts,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+def _workload(svc: ServiceDeploy) -> dict:
+    volumes = []
+    if svc.config_files:
+        volumes.append({"name": "config", "configMap": {"name": f"tagstream-{svc.name}"}})
+    if not svc.stateful:
+        volumes.append({"name": "data", "emptyDir": {}})
+    spec: dict = {
+        "replicas": 1,
+        "selector": {"matchLabels": _labels(svc)},
+        "template": {
+            "metadata": {
+                "labels": _labels(svc),
+                "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(svc.port)},
+            },
+            "spec": {
+                "terminationGracePeriodSeconds": svc.grace_seconds,
+                "securityContext": {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
+                "containers": [_container(svc)],
+                "volumes": volumes,
+            },
+        },
+    }
+    kind = "Deployment"
+    if svc.stateful:
+        kind = "StatefulSet"
+        spec["serviceName"] = f"tagstream-{svc.name}"
+        spec["volumeClaimTemplates"] = [
+            {
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+            }
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": f"tagstream-{svc.name}", "labels": _labels(svc)},
+        "spec": spec,
+    }
+
+
+def _service(svc: ServiceDeploy) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"tagstream-{svc.name}", "labels": _labels(svc)},
+        "spec": {
+            "selector": _labels(svc),
+            "ports": [{"name": "http", "port": svc.port, "targetPort": "http"}],
+        },
+    }
+
+
+def _pdb(svc: ServiceDeploy) -> dict:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"tagstream-{svc.name}", "labels": _labels(svc)},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _labels(svc)}},
+    }
+
+
+def _scaler(svc: ServiceDeploy, kind: str) -> dict:
+    if svc.consumer_group:
+        triggers = [
+            {
+                "type": "kafka",
+                "metadata": {
+                    "bootstrapServersFromEnv": "TAGSTREAM_KAFKA_BOOTSTRAP",
+                    "consumerGroup": svc.consumer_group,
+                    "lagThreshold": "1000",
+                    "allowIdleConsumers": "false",  # never more consumers than partitions
+                },
+                "authenticationRef": {"name": "tagstream-kafka"},
+            }
+        ]
+    else:
+        triggers = [{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}]
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": f"tagstream-{svc.name}", "labels": _labels(svc)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind, "name": f"tagstream-{svc.name}"},
+            "minReplicaCount": 1,
+            "maxReplicaCount": svc.max_replicas,
+            "triggers": triggers,
+        },
+    }
+
+
+def _configmap(svc: ServiceDeploy) -> dict | None:
+    if not svc.config_files:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"tagstream-{svc.name}", "labels": _labels(svc)},
+        "data": {name: f"# {name}: see README ({svc.name})\n" for name in svc.config_files},
+    }
+
+
+def _common() -> str:
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "tagstream-common", "labels": {"app.kubernetes.io/name": APP}},
+        "data": {
+            "TAGSTREAM_KAFKA_BOOTSTRAP": "tagstream-kafka-bootstrap:9092",
+            "TAGSTREAM_DATA_DIR": "/var/lib/tagstream",
+            "TAGSTREAM_CONFIG_DIR": "/etc/tagstream",
+            "TAGSTREAM_LOG_LEVEL": "INFO",
+        },
+    }
+    # KEDA reads the consumer-group lag with the same SASL/TLS credentials as the services.
+    auth = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": "tagstream-kafka", "labels": {"app.kubernetes.io/name": APP}},
+        "spec": {
+            "secretTargetRef": [
+                {"parameter": p, "name": "tagstream-kafka-keda", "key": p}
+                for p in ("sasl", "username", "password", "tls", "ca")
+            ]
+        },
+    }
+    return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in (config, auth))
+
+
+def render() -> dict[str, str]:
+    files: dict[str, str] = {"common.yaml": _common()}
+    for svc in SERVICES:
+        workload = _workload(svc)
+        docs = [workload, _service(svc), _pdb(svc), _scaler(svc, workload["kind"]), _configmap(svc)]
+        files[f"{svc.name}.yaml"] = "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs if d)
+    files["kustomization.yaml"] = yaml.safe_dump(
+        {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": ["common.yaml", *(f"{svc.name}.yaml" for svc in SERVICES)],
+        },
+        sort_keys=False,
+    )
+    return files
+
+
+def main() -> int:
+    BASE.mkdir(exist_ok=True)
+    for name, text in render().items():
+        (BASE / name).write_text(f"# Generated by deploy/k8s/render.py; edit the table there.\n{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
