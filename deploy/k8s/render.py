@@ -248,6 +248,7 @@ def _common() -> str:
             "TAGSTREAM_DATA_DIR": "/var/lib/tagstream",
             "TAGSTREAM_CONFIG_DIR": "/etc/tagstream",
             "TAGSTREAM_LOG_LEVEL": "INFO",
+            "TAGSTREAM_HEALTH_HOST": "0.0.0.0",  # probes and scrapes come from outside the pod
         },
     }
     # KEDA reads the consumer-group lag with the same SASL/TLS credentials as the services.

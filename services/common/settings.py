@@ -39,6 +39,18 @@ class Settings(BaseSettings):
         default=None, description="http://host:8123 for a server; unset means embedded chDB in data_dir."
     )
     log_level: str = "INFO"
+    health_host: str = Field(default="127.0.0.1", description="Bind address of /metrics, /healthz, /readyz.")
+    health_port: int | None = Field(
+        default=None,
+        description="Port of /metrics, /healthz, /readyz; unset: the service's default, 0: any free port.",
+    )
+    config_dir: Path = Field(
+        default=REPO_ROOT / "config",
+        description="Definition files: event definitions, geofences, segments, campaigns.",
+    )
+
+    def health_port_or(self, default: int) -> int:
+        return default if self.health_port is None else self.health_port
 
     @property
     def bootstrap_servers(self) -> str:
