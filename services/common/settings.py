@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         default=None, description="http://host:8123 for a server; unset means embedded chDB in data_dir."
     )
     log_level: str = "INFO"
+    instance_id: str | None = Field(
+        default=None,
+        description="Stable id of this replica (pod name): transactional id, static group membership.",
+    )
     health_host: str = Field(default="127.0.0.1", description="Bind address of /metrics, /healthz, /readyz.")
     health_port: int | None = Field(
         default=None,

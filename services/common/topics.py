@@ -49,6 +49,10 @@ VALID_TOPICS: tuple[TopicSpec, ...] = (
 )
 VALID_TOPIC_FOR_RAW = dict(zip(RAW_TOPICS, VALID_TOPICS, strict=True))
 
+# ingest's deduplication markers (key "<raw topic>|<message_id>", partition = the raw partition).
+# Compacted and time-limited: markers older than twice the default window are deleted.
+INGEST_DEDUP = TopicSpec("ingest-dedup", None, cleanup_policy="compact,delete", retention_ms=2 * DAY_MS)
+
 # Enricher output: one envelope per event, keyed by person id; the latest profile per person.
 ENRICHED = TopicSpec("enriched", "enriched_event")
 PROFILES = TopicSpec("profiles", "profile", cleanup_policy="compact", retention_ms=-1)
@@ -73,6 +77,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     SEGMENT_MEMBERSHIP,
     *OUTBOUND_TOPICS,
     DEAD_LETTERS,
+    INGEST_DEDUP,
 )
 
 RAW_TOPIC_BY_NAME = {spec.name: spec for spec in RAW_TOPICS}

@@ -393,7 +393,7 @@ class PopulationGenerator:
             provider=None,
             reason=None,
         )
-        return Generated("delivery-receipts", "delivery_receipt", rec, expected_reason="value_out_of_range")
+        return Generated("delivery-receipts", "delivery_receipt", rec, expected_reason="unknown_status")
 
     def _bad_future(self) -> Generated:
         rec = {

@@ -77,6 +77,7 @@ class TestContent:
         assert set(summary["expected_dead_letters"]) == {
             "missing_identity",
             "value_out_of_range",
+            "unknown_status",
             "time_out_of_range",
             "undecodable",
         }

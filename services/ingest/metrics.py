@@ -1,0 +1,23 @@
+"""ingest's Prometheus metrics (all in one place; latency buckets in seconds)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS_IN = Counter("tagstream_ingest_records_in_total", "Raw records consumed", ["topic"])
+RECORDS_OUT = Counter("tagstream_ingest_records_out_total", "Validated records produced", ["topic"])
+DEDUPLICATED = Counter("tagstream_ingest_deduplicated_total", "Records dropped as duplicates", ["topic"])
+DEAD_LETTERS = Counter("tagstream_ingest_dead_letters_total", "Records dead-lettered", ["step", "reason"])
+BATCH_SECONDS = Histogram(
+    "tagstream_ingest_batch_seconds",
+    "Time to process, produce and commit one batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RECORD_LATENCY = Histogram(
+    "tagstream_ingest_record_latency_seconds",
+    "From a record's Kafka timestamp to its batch's commit",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+CONSUMER_LAG = Gauge(
+    "tagstream_ingest_consumer_lag", "Records behind the high watermark", ["topic", "partition"]
+)
+DEDUPE_ENTRIES = Gauge("tagstream_ingest_dedupe_entries", "message_ids held for deduplication")
+TRANSACTION_ABORTS = Counter("tagstream_ingest_transaction_aborts_total", "Batches aborted and retried")

@@ -1,0 +1,96 @@
+"""One raw record's path through ingest, as a visible list of steps:
+
+    size → decode → validate → normalise → deduplicate → encode and route
+
+``process`` is pure apart from the dedupe store it is handed; it returns what to produce and
+never raises for bad data: every refusal is a dead letter with a reason code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.kafka import record_key
+from services.common.serde import Serde, SerdeError
+from services.common.steps import Rejection, SourcePosition, dead_letter
+from services.common.topics import RAW_TOPIC_BY_NAME, VALID_TOPIC_FOR_RAW, TopicSpec
+from services.ingest import reasons
+from services.ingest.dedupe import DedupeStore
+from services.ingest.definitions import Definitions
+from services.ingest.normalise import normalise
+from services.ingest.validate import Limits, validate
+
+SERVICE = "ingest"
+
+
+@dataclass(frozen=True)
+class Valid:
+    output: TopicSpec  # a *.valid topic
+    key: bytes | None
+    value: bytes
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    dead_letter: dict[str, Any]
+
+
+Outcome = Valid | Duplicate | Refused
+
+
+@dataclass
+class Context:
+    serde: Serde
+    limits: Limits
+    definitions: Definitions
+    dedupe: DedupeStore
+    max_record_bytes: int
+
+
+def _refuse(
+    step: str, rejection: Rejection, source: SourcePosition, message_id: str | None = None
+) -> Refused:
+    return Refused(dead_letter(SERVICE, step, rejection, source, message_id))
+
+
+def process(source: SourcePosition, bare_topic: str, now_ms: int, ctx: Context) -> Outcome:
+    raw_spec = RAW_TOPIC_BY_NAME[bare_topic]
+    value = source.value or b""
+    # 1. size: refuse before spending time on it
+    if len(value) > ctx.max_record_bytes:
+        why = f"record is {len(value)} bytes (limit {ctx.max_record_bytes})"
+        return _refuse("decode", Rejection(reasons.OVERSIZED, why), source)
+    # 2. decode (either framing)
+    try:
+        record_type, record = ctx.serde.decode(value)
+    except SerdeError as exc:
+        return _refuse("decode", Rejection(reasons.UNDECODABLE, str(exc)), source)
+    message_id = record.get("message_id") or None
+    if record_type != raw_spec.record_type:
+        why = f"a {record_type} record on topic {bare_topic} (expects {raw_spec.record_type})"
+        return _refuse("decode", Rejection(reasons.SCHEMA_VIOLATION, why), source, message_id)
+    if not message_id or not message_id.strip():
+        return _refuse("validate", Rejection(reasons.SCHEMA_VIOLATION, "message_id is empty"), source)
+    # 3. normalise identifiers (validation needs them canonical), 4. validate meaning
+    normalised = normalise(record_type, record, now_ms)
+    if isinstance(normalised, Rejection):
+        return _refuse("normalise", normalised, source, message_id)
+    rejection = validate(record_type, normalised, now_ms, ctx.limits, ctx.definitions)
+    if rejection is not None:
+        return _refuse("validate", rejection, source, message_id)
+    # 5. deduplicate within the window
+    partition = (bare_topic, source.partition)
+    if ctx.dedupe.is_duplicate(partition, message_id, now_ms):
+        return Duplicate(message_id)
+    ctx.dedupe.remember(partition, message_id, now_ms)
+    # 6. encode and route, keyed so one device's (else person's) records stay in order
+    output = VALID_TOPIC_FOR_RAW[raw_spec]
+    encoded = ctx.serde.encode(record_type, normalised, topic=output.name, check=False)
+    return Valid(output, record_key(normalised), encoded, message_id)
