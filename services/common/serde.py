@@ -66,7 +66,7 @@ class Serde:
         if self._registry is not None:
             if not topic:
                 raise SerdeError("Confluent framing needs the topic (subject <topic>-value)")
-            buffer.write(CONFLUENT_MAGIC + struct.pack(">I", self._registry.id_for(topic, schema.canonical)))
+            buffer.write(CONFLUENT_MAGIC + struct.pack(">I", self._registry.id_for(topic, schema.raw)))
         else:
             buffer.write(SINGLE_OBJECT_MAGIC + schema.fingerprint)
         try:
@@ -90,9 +90,12 @@ class Serde:
         elif data[:1] == CONFLUENT_MAGIC:
             if len(data) < 5:
                 raise SerdeError("truncated Confluent header")
-            if self._registry is None:
-                raise SerdeError("Confluent-framed record but no TAGSTREAM_SCHEMA_REGISTRY_URL is set")
             schema_id = struct.unpack(">I", data[1:5])[0]
+            if self._registry is None:
+                raise SerdeError(
+                    f"Confluent-framed record (schema id {schema_id}) but TAGSTREAM_SCHEMA_REGISTRY_URL "
+                    "is not set: point it at the registry the producer used"
+                )
             record_type, writer_schema = self._registry.writer(schema_id, self.catalogue)
             body = data[5:]
         else:
@@ -114,19 +117,26 @@ class _Registry:
     def __init__(self, url: str) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        self._client = SchemaRegistryClient({"url": url})
+        self.url = url
+        # Few retries: a registry that is down should fail a produce/consume quickly and by name.
+        self._client = SchemaRegistryClient({"url": url, "max.retries": 1})
         self._ids: dict[tuple[str, str], int] = {}
         self._writers: dict[int, tuple[str, Any]] = {}
 
-    def id_for(self, topic: str, canonical: str) -> int:
-        key = (topic, canonical)
+    def id_for(self, topic: str, raw: dict[str, Any]) -> int:
+        # The full .avsc, not its parsing canonical form: the canonical form drops defaults and
+        # logical types, so other readers would see timestamps as plain longs and a registry
+        # with BACKWARD compatibility would refuse a new version whose added fields have defaults.
+        text = json.dumps(raw, separators=(",", ":"))
+        key = (topic, text)
         if key not in self._ids:
             from confluent_kafka.schema_registry import Schema
 
+            subject = f"{topic}-value"
             try:
-                self._ids[key] = self._client.register_schema(f"{topic}-value", Schema(canonical, "AVRO"))
+                self._ids[key] = self._client.register_schema(subject, Schema(text, "AVRO"))
             except Exception as exc:
-                raise SerdeError(f"schema registry refused the schema for {topic}-value: {exc}") from None
+                raise SerdeError(f"schema registry {self.url} did not register {subject}: {exc}") from None
         return self._ids[key]
 
     def writer(self, schema_id: int, catalogue: SchemaCatalogue) -> tuple[str, Any]:
@@ -134,13 +144,17 @@ class _Registry:
             try:
                 text = self._client.get_schema(schema_id).schema_str
             except Exception as exc:
-                raise SerdeError(f"schema id {schema_id} not found in the registry: {exc}") from None
-            raw = json.loads(text)
-            full_name = f"{raw.get('namespace', '')}.{raw['name']}".lstrip(".")
+                raise SerdeError(f"schema id {schema_id} not found in registry {self.url}: {exc}") from None
+            try:
+                raw = json.loads(text)
+                full_name = f"{raw.get('namespace', '')}.{raw['name']}".lstrip(".")
+                parsed = parse_schema(raw, _write_hint=False, _force=True)
+            except Exception as exc:
+                raise SerdeError(f"schema id {schema_id} is not an Avro record schema: {exc}") from None
             record_type = catalogue.record_type_of(full_name)
             if record_type is None:
                 raise SerdeError(f"schema id {schema_id} is {full_name}, not a tagstream record type")
-            self._writers[schema_id] = (record_type, parse_schema(raw, _write_hint=False, _force=True))
+            self._writers[schema_id] = (record_type, parsed)
         return self._writers[schema_id]
 
 

@@ -63,7 +63,7 @@ class TestErrors:
             (b'{"json": true}', "unknown framing"),
             (SINGLE_OBJECT_MAGIC + b"\x01\x02", "truncated"),
             (SINGLE_OBJECT_MAGIC + b"\xff" * 8 + b"\x00", "unknown schema fingerprint"),
-            (b"\x00" + struct.pack(">I", 7) + b"\x02", "no TAGSTREAM_SCHEMA_REGISTRY_URL"),
+            (b"\x00" + struct.pack(">I", 7) + b"\x02", "TAGSTREAM_SCHEMA_REGISTRY_URL is not set"),
         ],
     )
     def test_undecodable_bytes_raise_serde_error(self, data, fragment):
