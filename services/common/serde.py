@@ -115,13 +115,21 @@ class _Registry:
     """Schema ids from a Confluent-compatible registry, cached both ways."""
 
     def __init__(self, url: str) -> None:
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
         self.url = url
-        # Few retries: a registry that is down should fail a produce/consume quickly and by name.
-        self._client = SchemaRegistryClient({"url": url, "max.retries": 1})
+        self._client: Any = None  # created on first use, so a bad URL fails like any record would
         self._ids: dict[tuple[str, str], int] = {}
         self._writers: dict[int, tuple[str, Any]] = {}
+
+    def client(self) -> Any:
+        if self._client is None:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+
+            try:
+                # Few retries: a registry that is down should fail produce/consume quickly, by name.
+                self._client = SchemaRegistryClient({"url": self.url, "max.retries": 1})
+            except ValueError as exc:
+                raise SerdeError(f"TAGSTREAM_SCHEMA_REGISTRY_URL {self.url!r} is not usable: {exc}") from None
+        return self._client
 
     def id_for(self, topic: str, raw: dict[str, Any]) -> int:
         # The full .avsc, not its parsing canonical form: the canonical form drops defaults and
@@ -132,19 +140,22 @@ class _Registry:
         if key not in self._ids:
             from confluent_kafka.schema_registry import Schema
 
-            subject = f"{topic}-value"
+            subject, client = f"{topic}-value", self.client()
             try:
-                self._ids[key] = self._client.register_schema(subject, Schema(text, "AVRO"))
+                self._ids[key] = client.register_schema(subject, Schema(text, "AVRO"))
             except Exception as exc:
                 raise SerdeError(f"schema registry {self.url} did not register {subject}: {exc}") from None
         return self._ids[key]
 
     def writer(self, schema_id: int, catalogue: SchemaCatalogue) -> tuple[str, Any]:
         if schema_id not in self._writers:
+            client = self.client()
             try:
-                text = self._client.get_schema(schema_id).schema_str
+                text = client.get_schema(schema_id).schema_str
             except Exception as exc:
-                raise SerdeError(f"schema id {schema_id} not found in registry {self.url}: {exc}") from None
+                missing = getattr(exc, "http_status_code", None) == 404
+                problem = "is not in" if missing else "could not be fetched from"
+                raise SerdeError(f"schema id {schema_id} {problem} registry {self.url}: {exc}") from None
             try:
                 raw = json.loads(text)
                 full_name = f"{raw.get('namespace', '')}.{raw['name']}".lstrip(".")

@@ -18,6 +18,7 @@ from fastavro import schemaless_writer
 from services.common.jsonform import JsonForm
 from services.common.kafka import make_producer, make_reader
 from services.common.schemas import default_catalogue
+from services.common.serde import Serde, SerdeError
 from services.common.settings import Settings
 from services.common.topics import ALL_TOPICS, spec_for, topic_name
 from tests.conftest import settings_env
@@ -184,6 +185,13 @@ def test_an_older_producer_under_backward_compatibility(registry_settings):
     old = by_id["written-by-v1"]
     assert old["app_id"] is None and old["backfill"] is False
     assert old["event_time"] == line["event_time"]
+
+
+@pytest.mark.integration
+def test_an_unknown_schema_id_names_the_registry(schema_registry_url):
+    """A Confluent header whose id the registry does not know is a SerdeError saying so."""
+    with pytest.raises(SerdeError, match=f"schema id 999999 is not in registry {schema_registry_url}"):
+        Serde(registry_url=schema_registry_url).decode(b"\x00" + struct.pack(">I", 999999) + b"\x02")
 
 
 @pytest.mark.integration
