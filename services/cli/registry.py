@@ -28,7 +28,14 @@ def _fail(message: str) -> typer.Exit:
 @registry_app.command("start")
 def start() -> None:
     """Start the registry (no-op if running); returns when its Confluent API answers."""
-    registry = LocalRegistry(load_settings())
+    settings = load_settings()
+    registry = LocalRegistry(settings)
+    if settings.schema_registry_url and settings.schema_registry_url.rstrip("/") != registry.url:
+        err.print(
+            f"TAGSTREAM_SCHEMA_REGISTRY_URL is set ({settings.schema_registry_url}): nothing to start",
+            highlight=False,
+        )
+        return
     was_running = registry.status().running
     try:
         status = registry.start()

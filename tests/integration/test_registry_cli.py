@@ -53,3 +53,19 @@ def test_a_failed_start_shows_the_registry_log(tmp_path):
     assert result.returncode == 1
     assert "Apicurio Registry exited during start-up" in result.stderr
     assert "registry.log" in result.stderr and "Log tail" in result.stderr
+
+
+@pytest.mark.integration
+def test_an_external_registry_url_starts_nothing(tmp_path):
+    """With TAGSTREAM_SCHEMA_REGISTRY_URL pointing elsewhere, `registry start` says so and starts nothing."""
+    env = {
+        **registry_env(tmp_path, free_port()),
+        "TAGSTREAM_SCHEMA_REGISTRY_URL": "http://registry.example:8081",
+    }
+    result = tagstream("registry", "start", env=env)
+    assert result.returncode == 0
+    assert (
+        "TAGSTREAM_SCHEMA_REGISTRY_URL is set (http://registry.example:8081): nothing to start"
+        in result.stderr
+    )
+    assert tagstream("registry", "status", env=env).returncode == 1
