@@ -17,6 +17,7 @@ install: $(STAMP)
 
 jars: $(STAMP)
 	$(BIN)/tagstream broker jars >/dev/null
+	$(BIN)/tagstream registry jars >/dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-"""Fixtures: a real Kafka broker for the session, isolated topics per test, chDB in a temp dir.
+"""Fixtures: a real Kafka broker for the session, isolated topics per test, chDB in a temp dir,
+and (only for the tests that ask) a real schema registry.
 
 The broker is, in order of preference: ``TAGSTREAM_KAFKA_BOOTSTRAP`` (an existing cluster);
 testcontainers' Kafka when ``TAGSTREAM_TEST_DOCKER=1`` and Docker answers; otherwise the local
@@ -17,6 +18,7 @@ import pytest
 
 from services.common.broker import LocalBroker
 from services.common.kafka import ensure_topics
+from services.common.registry_server import LocalRegistry
 from services.common.settings import Settings
 
 
@@ -83,6 +85,28 @@ def settings_env(s: Settings) -> dict[str, str]:
 @pytest.fixture
 def env(settings: Settings) -> dict[str, str]:
     return settings_env(settings)
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Confluent-compatible registry (local Apicurio, in-memory, free port) for the session.
+
+    Started on first use only, so test runs that need no registry never pay for it.
+    """
+    registry = LocalRegistry(
+        Settings(data_dir=tmp_path_factory.mktemp("registry"), registry_port=free_port())
+    )
+    registry.start()
+    try:
+        yield registry.url
+    finally:
+        registry.stop()
+
+
+@pytest.fixture
+def registry_settings(settings: Settings, schema_registry_url: str) -> Settings:
+    """The test's settings with Confluent framing on: TAGSTREAM_SCHEMA_REGISTRY_URL is set."""
+    return settings.model_copy(update={"schema_registry_url": schema_registry_url})
 
 
 @pytest.fixture

@@ -22,8 +22,9 @@ class LocalProcessError(RuntimeError):
     pass
 
 
-def resolve_jars(pom: Path, target: Path) -> Path:
-    """Copy the runtime classpath of ``pom`` into ``target`` once (``mvn dependency:copy-dependencies``)."""
+def resolve_jars(pom: Path, target: Path, goal: str = "dependency:copy-dependencies") -> Path:
+    """Put what ``pom`` names into ``target`` once: by default its runtime classpath
+    (``mvn dependency:copy-dependencies``); ``goal="dependency:unpack"`` unpacks its artifact items."""
     marker = target / ".complete"
     if marker.exists():
         return target
@@ -33,7 +34,7 @@ def resolve_jars(pom: Path, target: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
+        ["mvn", "-q", "-B", "-f", str(pom), goal, f"-DoutputDirectory={staging}"],
         capture_output=True,
         text=True,
     )

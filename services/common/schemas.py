@@ -28,7 +28,7 @@ class SchemaVersion:
     full_name: str  # Avro full name: "io.tagstream.Event"
     raw: dict[str, Any]  # the .avsc as JSON
     parsed: Any  # fastavro's parsed form
-    canonical: str  # parsing canonical form (what the fingerprint and registries use)
+    canonical: str  # parsing canonical form (what the fingerprint is taken of)
     fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO
     current: bool
     path: Path

@@ -66,7 +66,7 @@ class Serde:
         if self._registry is not None:
             if not topic:
                 raise SerdeError("Confluent framing needs the topic (subject <topic>-value)")
-            buffer.write(CONFLUENT_MAGIC + struct.pack(">I", self._registry.id_for(topic, schema.canonical)))
+            buffer.write(CONFLUENT_MAGIC + struct.pack(">I", self._registry.id_for(topic, schema.raw)))
         else:
             buffer.write(SINGLE_OBJECT_MAGIC + schema.fingerprint)
         try:
@@ -90,9 +90,12 @@ class Serde:
         elif data[:1] == CONFLUENT_MAGIC:
             if len(data) < 5:
                 raise SerdeError("truncated Confluent header")
-            if self._registry is None:
-                raise SerdeError("Confluent-framed record but no TAGSTREAM_SCHEMA_REGISTRY_URL is set")
             schema_id = struct.unpack(">I", data[1:5])[0]
+            if self._registry is None:
+                raise SerdeError(
+                    f"Confluent-framed record (schema id {schema_id}) but TAGSTREAM_SCHEMA_REGISTRY_URL "
+                    "is not set: point it at the registry the producer used"
+                )
             record_type, writer_schema = self._registry.writer(schema_id, self.catalogue)
             body = data[5:]
         else:
@@ -112,35 +115,57 @@ class _Registry:
     """Schema ids from a Confluent-compatible registry, cached both ways."""
 
     def __init__(self, url: str) -> None:
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
-        self._client = SchemaRegistryClient({"url": url})
+        self.url = url
+        self._client: Any = None  # created on first use, so a bad URL fails like any record would
         self._ids: dict[tuple[str, str], int] = {}
         self._writers: dict[int, tuple[str, Any]] = {}
 
-    def id_for(self, topic: str, canonical: str) -> int:
-        key = (topic, canonical)
+    def client(self) -> Any:
+        if self._client is None:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+
+            try:
+                # Few retries: a registry that is down should fail produce/consume quickly, by name.
+                self._client = SchemaRegistryClient({"url": self.url, "max.retries": 1})
+            except ValueError as exc:
+                raise SerdeError(f"TAGSTREAM_SCHEMA_REGISTRY_URL {self.url!r} is not usable: {exc}") from None
+        return self._client
+
+    def id_for(self, topic: str, raw: dict[str, Any]) -> int:
+        # The full .avsc, not its parsing canonical form: the canonical form drops defaults and
+        # logical types, so other readers would see timestamps as plain longs and a registry
+        # with BACKWARD compatibility would refuse a new version whose added fields have defaults.
+        text = json.dumps(raw, separators=(",", ":"))
+        key = (topic, text)
         if key not in self._ids:
             from confluent_kafka.schema_registry import Schema
 
+            subject, client = f"{topic}-value", self.client()
             try:
-                self._ids[key] = self._client.register_schema(f"{topic}-value", Schema(canonical, "AVRO"))
+                self._ids[key] = client.register_schema(subject, Schema(text, "AVRO"))
             except Exception as exc:
-                raise SerdeError(f"schema registry refused the schema for {topic}-value: {exc}") from None
+                raise SerdeError(f"schema registry {self.url} did not register {subject}: {exc}") from None
         return self._ids[key]
 
     def writer(self, schema_id: int, catalogue: SchemaCatalogue) -> tuple[str, Any]:
         if schema_id not in self._writers:
+            client = self.client()
             try:
-                text = self._client.get_schema(schema_id).schema_str
+                text = client.get_schema(schema_id).schema_str
             except Exception as exc:
-                raise SerdeError(f"schema id {schema_id} not found in the registry: {exc}") from None
-            raw = json.loads(text)
-            full_name = f"{raw.get('namespace', '')}.{raw['name']}".lstrip(".")
+                missing = getattr(exc, "http_status_code", None) == 404
+                problem = "is not in" if missing else "could not be fetched from"
+                raise SerdeError(f"schema id {schema_id} {problem} registry {self.url}: {exc}") from None
+            try:
+                raw = json.loads(text)
+                full_name = f"{raw.get('namespace', '')}.{raw['name']}".lstrip(".")
+                parsed = parse_schema(raw, _write_hint=False, _force=True)
+            except Exception as exc:
+                raise SerdeError(f"schema id {schema_id} is not an Avro record schema: {exc}") from None
             record_type = catalogue.record_type_of(full_name)
             if record_type is None:
                 raise SerdeError(f"schema id {schema_id} is {full_name}, not a tagstream record type")
-            self._writers[schema_id] = (record_type, parse_schema(raw, _write_hint=False, _force=True))
+            self._writers[schema_id] = (record_type, parsed)
         return self._writers[schema_id]
 
 

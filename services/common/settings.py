@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = Field(
         default=None, description="Confluent-compatible registry; set means Confluent framing."
     )
+    registry_port: int = Field(
+        default=8081, description="Port of the local Apicurio registry (`tagstream registry start`)."
+    )
     clickhouse_url: str | None = Field(
         default=None, description="http://host:8123 for a server; unset means embedded chDB in data_dir."
     )

@@ -63,7 +63,7 @@ class TestErrors:
             (b'{"json": true}', "unknown framing"),
             (SINGLE_OBJECT_MAGIC + b"\x01\x02", "truncated"),
             (SINGLE_OBJECT_MAGIC + b"\xff" * 8 + b"\x00", "unknown schema fingerprint"),
-            (b"\x00" + struct.pack(">I", 7) + b"\x02", "no TAGSTREAM_SCHEMA_REGISTRY_URL"),
+            (b"\x00" + struct.pack(">I", 7) + b"\x02", "TAGSTREAM_SCHEMA_REGISTRY_URL is not set"),
         ],
     )
     def test_undecodable_bytes_raise_serde_error(self, data, fragment):
@@ -77,6 +77,17 @@ class TestErrors:
         good = serde.encode("event", EVENT)
         with pytest.raises(SerdeError, match=r"corrupt|trailing"):
             serde.decode(good[:14])
+
+    def test_an_unusable_registry_url_is_a_serde_error(self):
+        """A registry URL without a scheme fails encoding with a SerdeError naming the variable."""
+        serde = Serde(registry_url="localhost:8081")
+        with pytest.raises(SerdeError, match="TAGSTREAM_SCHEMA_REGISTRY_URL 'localhost:8081' is not usable"):
+            serde.encode("event", EVENT, topic="events")
+
+    def test_confluent_framing_needs_the_topic(self):
+        """Without a topic there is no subject to register under: a SerdeError, before any network call."""
+        with pytest.raises(SerdeError, match="needs the topic"):
+            Serde(registry_url="http://127.0.0.1:1").encode("event", EVENT)
 
     def test_encode_names_the_bad_field(self):
         """Encoding a record with a wrong value names the field."""
