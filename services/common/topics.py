@@ -52,7 +52,10 @@ VALID_TOPIC_FOR_RAW = dict(zip(RAW_TOPICS, VALID_TOPICS, strict=True))
 # Every service writes what it cannot process here, with a reason (schemas/dead_letter.avsc).
 DEAD_LETTERS = TopicSpec("dead-letters", "dead_letter", partitions=3, retention_ms=30 * DAY_MS)
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (*RAW_TOPICS, *VALID_TOPICS, DEAD_LETTERS)
+# Collector: SMS short-link code -> signed tracking token (UTF-8 text), kept forever by compaction.
+SHORT_LINKS = TopicSpec("short-links", None, partitions=3, cleanup_policy="compact", retention_ms=-1)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (*RAW_TOPICS, *VALID_TOPICS, DEAD_LETTERS, SHORT_LINKS)
 
 RAW_TOPIC_BY_NAME = {spec.name: spec for spec in RAW_TOPICS}
 TOPIC_BY_NAME = {spec.name: spec for spec in ALL_TOPICS}
