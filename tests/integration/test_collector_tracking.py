@@ -14,7 +14,8 @@ from tests.collector_support import SECRET, WRITE_KEY, collector_settings, read_
 
 @pytest.fixture
 def collector(settings):
-    with running_collector(collector_settings(settings)) as base:
+    # The 'read' pixel waits this long before counting the email as read (10 s in production).
+    with running_collector(collector_settings(settings, collector_read_delay_s=0.3)) as base:
         yield base
 
 
@@ -37,7 +38,7 @@ def get(base: str, path: str) -> httpx.Response:
 
 @pytest.mark.integration
 def test_open_pixel_click_and_link_attributes_round_trip(settings, collector):
-    """Pixel -> opened; click -> clicked + link_clicked + profile update, then 302 to the target."""
+    """Pixel -> opened; held pixel -> read; click -> clicked, link_clicked, profile update, 302."""
     pixel = get(collector, f"/o/{link()}.gif")
     assert (pixel.status_code, pixel.headers["content-type"]) == (200, "image/gif")
     assert pixel.content.startswith(b"GIF89a")
@@ -46,8 +47,11 @@ def test_open_pixel_click_and_link_attributes_round_trip(settings, collector):
     click = get(collector, f"/c/{token}")
     assert (click.status_code, click.headers["location"]) == (302, target)
 
-    receipts = read_records(settings, DELIVERY_RECEIPTS, 3)
-    assert sorted(r["status"] for r in receipts) == ["clicked", "link_clicked", "opened"]
+    read = get(collector, f"/r/{link()}.gif")
+    assert (read.status_code, read.headers["content-type"]) == (200, "image/gif")
+
+    receipts = read_records(settings, DELIVERY_RECEIPTS, 4)
+    assert sorted(r["status"] for r in receipts) == ["clicked", "link_clicked", "opened", "read"]
     for r in receipts:
         assert (r["channel"], r["send_id"], r["campaign_id"]) == ("email", "send-1", "bf")
         assert r["identity"]["external_user_id"] == "u-7"
