@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -58,9 +58,13 @@ def running_collector(settings: CollectorSettings, wait_ready: bool = True) -> I
 
 
 def read_records(
-    settings: Settings, spec: TopicSpec, count: int, timeout: float = 30
+    settings: Settings,
+    spec: TopicSpec,
+    count: int = 0,
+    timeout: float = 30,
+    until: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """The first ``count`` records of ``spec``'s topic, decoded with the Serde."""
+    """Records of ``spec``'s topic, decoded: the first ``count``, or until ``until(records)`` holds."""
     serde = Serde(registry_url=settings.schema_registry_url)
     consumer = make_reader(settings)
     consumer.subscribe([topic_name(spec, settings)])
@@ -71,9 +75,9 @@ def read_records(
             message = consumer.poll(0.5)
             if message is not None and not message.error():
                 records.append(serde.decode(message.value())[1])
-            return len(records) >= count
+            return until(records) if until else len(records) >= count
 
-        wait_until(collected, timeout=timeout, interval=0, what=f"{count} records on {spec.name}")
+        wait_until(collected, timeout=timeout, interval=0, what=f"records on {spec.name}")
     finally:
         consumer.close()
     return records

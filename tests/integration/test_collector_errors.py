@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import httpx
 import pytest
@@ -118,7 +119,7 @@ def test_cors_metrics_and_health(collector):
 
 @pytest.mark.integration
 def test_sigterm_stops_the_service_and_every_acknowledged_record_is_on_the_topic(settings, tmp_path):
-    """`tagstream run collector` exits 0 on SIGTERM; every request answered 200 is on the broker."""
+    """SIGTERM mid-load: the collector exits 0 and every request it answered 200 is on the broker."""
     port = free_port()
     env = settings_env(settings) | {
         "TAGSTREAM_COLLECTOR_PORT": str(port),
@@ -141,18 +142,43 @@ def test_sigterm_stops_the_service_and_every_acknowledged_record_is_on_the_topic
                 return False
 
         wait_until(ready, timeout=60, what="collector subprocess ready")
-        accepted = 0
-        for i in range(30):
-            tag = {"name": "registration_complete", "installId": f"dev-{i}", "messageId": f"t-{i}"}
-            accepted += post(base, "/v1/tag", tag).status_code == 200
-        process.send_signal(signal.SIGTERM)
+        acknowledged: list[str] = []
+        lock = threading.Lock()
+
+        def sender(worker: int) -> None:
+            # Keep sending until the collector stops answering; remember what got a 200.
+            with httpx.Client(auth=(WRITE_KEY, ""), timeout=30) as client:
+                for i in range(10_000):
+                    message_id = f"t-{worker}-{i}"
+                    tag = {
+                        "name": "registration_complete",
+                        "installId": f"dev-{worker}",
+                        "messageId": message_id,
+                    }
+                    try:
+                        response = client.post(base + "/v1/tag", json=tag)
+                    except httpx.TransportError:
+                        return
+                    if response.status_code == 200:
+                        with lock:
+                            acknowledged.append(message_id)
+
+        senders = [threading.Thread(target=sender, args=(w,)) for w in range(4)]
+        for thread in senders:
+            thread.start()
+        wait_until(lambda: len(acknowledged) >= 40, timeout=60, what="40 acknowledged requests")
+        process.send_signal(signal.SIGTERM)  # while requests are in flight
         assert process.wait(timeout=60) == 0
+        for thread in senders:
+            thread.join(timeout=60)
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
         stderr = process.stderr.read() if process.stderr else ""
-    assert accepted == 30, stderr
-    assert sorted(r["message_id"] for r in read_records(settings, TAGS, 30)) == sorted(
-        f"t-{i}" for i in range(30)
-    )
+    assert len(acknowledged) >= 40, stderr
+
+    def every_acknowledged_one(records: list[dict]) -> bool:
+        return set(acknowledged) <= {r["message_id"] for r in records}
+
+    read_records(settings, TAGS, until=every_acknowledged_one)
     assert '"event": "collector stopped"' in stderr
