@@ -14,6 +14,7 @@ from services.cli import consume as consume_mod
 from services.cli import demo as demo_mod
 from services.cli import produce as produce_mod
 from services.cli import stack as stack_mod
+from services.cli.importer import import_app
 from services.cli.registry import registry_app
 from services.cli.service_registry import entry_point
 from services.common.broker import BrokerError, LocalBroker, kafka_jars
@@ -32,6 +33,7 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 app.add_typer(stack_app, name="stack")
 app.add_typer(registry_app, name="registry")
+app.add_typer(import_app, name="import")
 
 err = Console(stderr=True, soft_wrap=True)  # never wrap: messages are grepped and copied
 

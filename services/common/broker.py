@@ -110,8 +110,8 @@ class LocalBroker:
                     *classpath,
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    _cluster_id(),
+                    # One token: an id starting with "-" (1 in 64) would parse as an option.
+                    f"--cluster-id={_cluster_id()}",
                     "-c",
                     str(properties),
                 ],

@@ -69,6 +69,9 @@ OUTBOUND_TOPICS: tuple[TopicSpec, ...] = tuple(
 # Every service writes what it cannot process here, with a reason (schemas/dead_letter.avsc).
 DEAD_LETTERS = TopicSpec("dead-letters", "dead_letter", partitions=3, retention_ms=30 * DAY_MS)
 
+# Collector: SMS short-link code -> signed tracking token (UTF-8 text), kept forever by compaction.
+SHORT_LINKS = TopicSpec("short-links", None, partitions=3, cleanup_policy="compact", retention_ms=-1)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     *RAW_TOPICS,
     *VALID_TOPICS,
@@ -78,6 +81,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     *OUTBOUND_TOPICS,
     DEAD_LETTERS,
     INGEST_DEDUP,
+    SHORT_LINKS,
 )
 
 RAW_TOPIC_BY_NAME = {spec.name: spec for spec in RAW_TOPICS}

@@ -1,0 +1,1 @@
+"""The HTTP collector: Segment-compatible tracking API, tags, locations, receipts, tracking links."""
