@@ -1,0 +1,335 @@
+"""Campaign definitions: the documented YAML/JSON format (docs/campaigns.md), validated by pydantic.
+
+A file is refused as a whole with every offending field named by its path
+(``campaigns[0].trigger.event.name: Field required``), so a bad edit never half-applies.
+Reloading compares two :class:`CampaignSet` values and reports added, changed and removed ids.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from services.trigger.filters import Where
+
+CHANNELS = ("email", "sms", "push", "webpush", "inapp", "webhook")
+Channel = Literal["email", "sms", "push", "webpush", "inapp", "webhook"]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(value: Any) -> Any:
+    """``90s``, ``15m``, ``1h``, ``7d``, ``2w`` or a number of seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("a duration is a number with a unit s, m, h, d or w, e.g. '1h'")
+        return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    return value
+
+
+def _timezone(value: Any) -> Any:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError("not an IANA timezone name, e.g. 'Europe/Dublin'") from None
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+TimeZoneName = Annotated[str, BeforeValidator(_timezone)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EventMatcher(Strict):
+    """An event or tag by name, with optional property filters."""
+
+    kind: Literal["event", "tag"] = "event"
+    name: str = Field(min_length=1)
+    where: Where = {}
+
+
+class EventTrigger(EventMatcher):
+    kind: Literal["event", "tag"]  # required here: it picks the trigger type
+
+
+class SegmentTrigger(Strict):
+    kind: Literal["segment"]
+    segment: str = Field(min_length=1)
+    change: Literal["entered", "exited"] = "entered"
+
+
+class LocationTrigger(Strict):
+    kind: Literal["location"]
+    regions: list[str] = Field(min_length=1)
+    transition: Literal["entered", "exited", "dwelled"] = "entered"
+    min_dwell: Duration | None = None  # dwelled: only when the device reports at least this long
+
+
+class DropoffTrigger(Strict):
+    """A happened and B did not follow within T (started a form, left a cart)."""
+
+    kind: Literal["dropoff"]
+    start: EventMatcher
+    complete: EventMatcher
+    within: Duration
+
+
+class InactivityTrigger(Strict):
+    """No activity (any event, or the matching ones) for ``after`` since the last one."""
+
+    kind: Literal["inactivity"]
+    after: Duration
+    activity: EventMatcher | None = None
+
+
+class ApiTrigger(Strict):
+    """A transactional send requested through the API, carrying a payload."""
+
+    kind: Literal["api"]
+    name: str = Field(min_length=1)
+
+
+class BroadcastTrigger(Strict):
+    """Everyone in a segment (optionally narrowed by profile attributes) at a given time."""
+
+    kind: Literal["broadcast"]
+    segment: str = Field(min_length=1)
+    at: datetime
+    where: Where = {}  # on profile attributes, e.g. {area: "D15"}
+
+    @model_validator(mode="after")
+    def _aware(self) -> BroadcastTrigger:
+        if self.at.tzinfo is None:
+            raise ValueError("'at' needs a timezone, e.g. 2026-11-23T09:00:00Z")
+        return self
+
+
+Trigger = Annotated[
+    EventTrigger
+    | SegmentTrigger
+    | LocationTrigger
+    | DropoffTrigger
+    | InactivityTrigger
+    | ApiTrigger
+    | BroadcastTrigger,
+    Field(discriminator="kind"),
+]
+
+
+class Conditions(Strict):
+    """Re-checked when the message is about to go, after any delay."""
+
+    in_segments: list[str] = []
+    not_in_segments: list[str] = []
+    converted_by: EventMatcher | None = None  # such an event after the trigger cancels the send
+    subscription: str | None = None  # a list name; unsubscribed from it (or 'all') cancels the send
+
+
+class Cap(Strict):
+    max: int = Field(ge=1)
+    window: Duration
+
+
+class QuietHours(Strict):
+    start: time  # local time the quiet window begins, e.g. 21:00
+    end: time  # local time it ends (may be the next day), e.g. 08:00
+    action: Literal["hold", "drop"] = "hold"
+
+
+class Reentry(Strict):
+    mode: Literal["always", "once", "after"] = "always"
+    after: Duration | None = None  # mode 'after': once per this long
+
+    @model_validator(mode="after")
+    def _after_needs_period(self) -> Reentry:
+        if (self.mode == "after") != (self.after is not None):
+            raise ValueError("'after' is required with mode 'after' and only then")
+        return self
+
+
+class ChannelRules(Strict):
+    order: list[Channel] = Field(min_length=1)
+    strategy: Literal["first_eligible", "all"] = "first_eligible"
+    push_devices: Literal["all", "primary"] = "all"
+
+
+class EmailTemplate(Strict):
+    subject: str
+    html: str | None = None
+    text: str | None = None
+
+
+class TextTemplate(Strict):
+    text: str
+
+
+class PushTemplate(Strict):
+    title: str
+    body: str
+    url: str | None = None
+
+
+class WebhookTemplate(Strict):
+    url: str
+    body: str  # rendered, then sent as the request body (usually JSON)
+    method: Literal["POST", "PUT"] = "POST"
+
+
+class Templates(Strict):
+    email: EmailTemplate | None = None
+    sms: TextTemplate | None = None
+    push: PushTemplate | None = None
+    webpush: PushTemplate | None = None
+    inapp: PushTemplate | None = None
+    webhook: WebhookTemplate | None = None
+
+
+class Campaign(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    name: str = ""
+    enabled: bool = True
+    transactional: bool = False  # no caps, quiet hours or marketing subscription; still no destination
+    trigger: Trigger
+    delay: Duration = timedelta(0)
+    conditions: Conditions = Conditions()
+    channels: ChannelRules
+    templates: Templates
+    caps: list[Cap] = []  # per person for this campaign
+    quiet_hours: QuietHours | None = None  # None: the set's default
+    reentry: Reentry = Reentry()
+
+    @model_validator(mode="after")
+    def _templates_for_channels(self) -> Campaign:
+        missing = [c for c in self.channels.order if getattr(self.templates, c) is None]
+        if missing:
+            raise ValueError(f"templates missing for channels: {', '.join(missing)}")
+        return self
+
+
+class CampaignFile(Strict):
+    default_timezone: TimeZoneName = "UTC"
+    quiet_hours: QuietHours | None = None
+    channel_caps: dict[Channel, list[Cap]] = {}  # per person per channel, across campaigns
+    campaigns: list[Campaign] = []
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> CampaignFile:
+        seen: set[str] = set()
+        for campaign in self.campaigns:
+            if campaign.id in seen:
+                raise ValueError(f"duplicate campaign id {campaign.id!r}")
+            seen.add(campaign.id)
+        return self
+
+
+class CampaignError(ValueError):
+    """The definitions were refused; ``problems`` holds one 'path: message' per offending field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(file)"
+
+
+@dataclass(frozen=True)
+class CampaignSet:
+    """A validated file: look campaigns up by id; compare with the previous set on reload."""
+
+    file: CampaignFile
+
+    @property
+    def campaigns(self) -> dict[str, Campaign]:
+        return {c.id: c for c in self.file.campaigns}
+
+    def get(self, campaign_id: str) -> Campaign | None:
+        return self.campaigns.get(campaign_id)
+
+    def quiet_hours_for(self, campaign: Campaign) -> QuietHours | None:
+        return campaign.quiet_hours or self.file.quiet_hours
+
+    def diff(self, previous: CampaignSet | None) -> Diff:
+        old = previous.campaigns if previous else {}
+        new = self.campaigns
+        return Diff(
+            added=sorted(new.keys() - old.keys()),
+            changed=sorted(k for k in new.keys() & old.keys() if new[k] != old[k]),
+            removed=sorted(old.keys() - new.keys()),
+        )
+
+
+@dataclass(frozen=True)
+class Diff:
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+
+
+def parse_campaigns(data: Any) -> CampaignSet:
+    """Validate already-parsed YAML/JSON; raise :class:`CampaignError` naming every bad field."""
+    from services.trigger.render import template_problems  # render imports definitions
+
+    try:
+        file = CampaignFile.model_validate(data)
+    except ValidationError as exc:
+        raise CampaignError([f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors()]) from None
+    problems = template_problems(file)
+    if problems:
+        raise CampaignError(problems)
+    return CampaignSet(file)
+
+
+def load_campaigns(source: str | Path) -> CampaignSet:
+    """Read a ``.yaml``/``.yml``/``.json`` file, or YAML text (JSON is YAML too)."""
+    text = source.read_text() if isinstance(source, Path) else source
+    try:
+        data = (
+            json.loads(text)
+            if isinstance(source, Path) and source.suffix == ".json"
+            else yaml.safe_load(text)
+        )
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise CampaignError([f"(file): not valid YAML/JSON: {exc}"]) from None
+    return parse_campaigns(data or {})
+
+
+def _check(argv: list[str]) -> int:
+    """``python -m services.trigger.definitions FILE...``: validate campaign files, list problems."""
+    status = 0
+    for name in argv:
+        try:
+            campaigns = load_campaigns(Path(name))
+        except CampaignError as exc:
+            status = 1
+            print(f"{name}: refused")
+            for problem in exc.problems:
+                print(f"  {problem}")
+        else:
+            print(f"{name}: ok, {len(campaigns.campaigns)} campaigns")
+    return status
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_check(sys.argv[1:]))
