@@ -25,7 +25,7 @@ from services.trigger.channels import Destination, choose
 from services.trigger.definitions import Campaign, CampaignSet, SegmentTrigger
 from services.trigger.inputs import PersonEvent, PersonView
 from services.trigger.match import Fire, broadcast_fire, matched_campaigns, record_conversions
-from services.trigger.message import message_id, outbound_message, topic_for
+from services.trigger.message import message_id, outbound_message, sent_receipt, topic_for
 from services.trigger.render import Tracking, add_tracking, render
 from services.trigger.schedule import add_pending, due_pending, due_timers, next_allowed, update_timers
 from services.trigger.state import PendingSend, PersonState, from_ms, to_ms
@@ -33,11 +33,12 @@ from services.trigger.state import PendingSend, PersonState, from_ms, to_ms
 
 @dataclass(frozen=True)
 class Emit:
-    """Produce ``message`` onto ``topic`` keyed by the person."""
+    """Produce ``message`` onto ``topic`` keyed by the person, and its ``sent`` receipt if any."""
 
     topic: TopicSpec
     key: str
     message: dict[str, Any]
+    receipt: dict[str, Any] | None = None  # delivery_receipt for topic delivery-receipts
 
 
 @dataclass(frozen=True)
@@ -243,4 +244,5 @@ def _message(
         slot=pending.slot,
         now=now,
     )
-    return Emit(topic_for(dest.channel), view.person_id, record)
+    receipt = sent_receipt(record, view.identities, dest.device_key)
+    return Emit(topic_for(dest.channel), view.person_id, record, receipt)

@@ -71,3 +71,42 @@ def outbound_message(
 
 def topic_for(channel: str) -> TopicSpec:
     return OUTBOUND_BY_CHANNEL[channel]
+
+
+# Ingest accepts "sent" for these channels only (schemas/README.md, delivery receipt statuses).
+RECEIPT_CHANNELS = ("email", "sms", "push", "webpush")
+_IDENTITY_KEYS = ("install_id", "anonymous_id", "external_user_id")
+
+
+def sent_receipt(
+    message: dict[str, Any], identities: dict[str, str], device_key: str = ""
+) -> dict[str, Any] | None:
+    """The ``sent`` delivery receipt closing the loop for campaign analytics (None: channel has none).
+
+    Its own message id derives from the message's, so a replay's receipt deduplicates in ingest.
+    The identity names the person by ids only (device install id for push), never by contact data.
+    """
+    if message["channel"] not in RECEIPT_CHANNELS:
+        return None
+    identity: dict[str, str | None] = {key: identities.get(key) for key in _IDENTITY_KEYS}
+    identity.update(email=None, phone=None)
+    if device_key:
+        identity["install_id"] = device_key
+    return {
+        "message_id": f"sent-{message['message_id']}",
+        "event_time": message["created_time"],
+        "received_time": None,
+        "source": "trigger",
+        "app_id": None,
+        "backfill": False,
+        "identity": identity,
+        "context": {},
+        "channel": message["channel"],
+        "status": "sent",
+        "campaign_id": message["campaign_id"],
+        "send_id": message["message_id"],
+        "link_id": None,
+        "link_url": None,
+        "provider": None,
+        "reason": None,
+    }

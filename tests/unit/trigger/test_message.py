@@ -5,7 +5,7 @@ import pytest
 from services.common.jsonform import JsonForm
 from services.common.serde import Serde
 from services.trigger.channels import Destination
-from services.trigger.message import message_id, outbound_message, topic_for
+from services.trigger.message import message_id, outbound_message, sent_receipt, topic_for
 from services.trigger.state import TriggerRef, to_ms
 
 from .build import at, campaigns
@@ -66,3 +66,25 @@ class TestOutboundRecord:
         for channel in ("email", "sms", "push", "webpush", "inapp", "webhook"):
             assert topic_for(channel).name == f"outbound.{channel}"
             assert topic_for(channel).record_type == "outbound_message"
+
+
+class TestSentReceipt:
+    def test_receipt_names_the_send_and_is_valid_avro(self):
+        """A 'sent' delivery receipt refers to the message and campaign and encodes as delivery_receipt."""
+        message = {
+            "message_id": "msg-1",
+            "created_time": to_ms(at(0)),
+            "channel": "push",
+            "campaign_id": "welcome",
+        }
+        receipt = sent_receipt(message, {"external_user_id": "u-7"}, device_key="dev-a")
+        assert receipt["send_id"] == "msg-1" and receipt["status"] == "sent"
+        assert receipt["message_id"] == "sent-msg-1"
+        assert receipt["identity"]["install_id"] == "dev-a" and receipt["identity"]["email"] is None
+        kind, decoded = Serde().decode(Serde().encode("delivery_receipt", receipt))
+        assert kind == "delivery_receipt" and decoded["campaign_id"] == "welcome"
+
+    def test_channels_without_a_sent_status_get_no_receipt(self):
+        """In-app and webhook sends have no 'sent' receipt (ingest would refuse one)."""
+        for channel in ("inapp", "webhook"):
+            assert sent_receipt({"channel": channel}, {}) is None
