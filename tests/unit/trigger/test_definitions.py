@@ -1,6 +1,7 @@
 """Campaign definitions: the documented format is accepted, mistakes are refused by path, reloads diff."""
 
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,6 +44,14 @@ class TestDefinitions:
         kinds = {c.trigger.kind for c in loaded.campaigns.values()}
         assert kinds == {"event", "dropoff", "broadcast", "location", "api"}
         assert loaded.campaigns["welcome-email"].delay == timedelta(hours=1)
+
+    def test_every_example_in_the_docs_loads(self):
+        """Each YAML example in docs/campaigns.md is a valid campaign file."""
+        text = (REPO_ROOT / "docs" / "campaigns.md").read_text()
+        blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+        assert len(blocks) == 5
+        for block in blocks:
+            assert len(load_campaigns(block).campaigns) == 1
 
     def test_json_and_yaml_read_the_same(self, tmp_path: Path):
         """A campaign file written as JSON loads to the same definitions as its YAML form."""
