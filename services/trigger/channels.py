@@ -5,7 +5,8 @@ number; push needs a mobile device token with push enabled, webpush a web one â€
 devices, or only the primary device, as the campaign says; in-app needs an app install;
 a webhook always has its destination. A channel the person unsubscribed from is never used
 for marketing. ``first_eligible`` picks the first channel in ``order`` with a destination,
-``all`` uses every one of them.
+``all`` uses every one of them. The caller (core) moves on to the next channel when
+``first_eligible``'s first choice is capped.
 """
 
 from __future__ import annotations
@@ -60,12 +61,15 @@ def destinations_for(channel: str, campaign: Campaign, view: PersonView) -> list
     return []
 
 
+def candidates(campaign: Campaign, view: PersonView) -> list[list[Destination]]:
+    """The reachable channels in the campaign's order, each with all its destinations."""
+    found = [destinations_for(channel, campaign, view) for channel in campaign.channels.order]
+    return [group for group in found if group]
+
+
 def choose(campaign: Campaign, view: PersonView) -> list[Destination]:
-    """The destinations this send goes to, following the campaign's channel rules."""
-    chosen: list[Destination] = []
-    for channel in campaign.channels.order:
-        found = destinations_for(channel, campaign, view)
-        if found and campaign.channels.strategy == "first_eligible":
-            return found
-        chosen.extend(found)
-    return chosen
+    """The destinations this send goes to when nothing is capped, following the channel rules."""
+    groups = candidates(campaign, view)
+    if campaign.channels.strategy == "first_eligible":
+        groups = groups[:1]
+    return [d for group in groups for d in group]

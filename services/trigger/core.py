@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from services.common.steps import Rejection
 from services.common.topics import TopicSpec
 from services.trigger.caps import cap_reached, may_enter, record_entry, record_send
-from services.trigger.channels import Destination, choose
+from services.trigger.channels import Destination, candidates
 from services.trigger.definitions import Campaign, CampaignSet, SegmentTrigger
 from services.trigger.inputs import PersonEvent, PersonView
 from services.trigger.match import Fire, broadcast_fire, matched_campaigns, record_conversions
@@ -186,20 +186,21 @@ def _send_one(
             return state, [Skip("quiet_hours", campaign.id, person)]
         state.pending[key] = replace(pending, due_ms=to_ms(allowed))
         return state, [Scheduled("quiet_hours", campaign.id, person, allowed)]
-    destinations = choose(campaign, view)
-    if not destinations:
+    groups = candidates(campaign, view)
+    if not groups:
         return state, [Skip("no_channel", campaign.id, person)]
     actions: list[Action] = []
-    for channel in dict.fromkeys(d.channel for d in destinations):
+    for group in groups:
+        channel = group[0].channel
         if cap_reached(ctx.campaigns, campaign, channel, state, now):
             actions.append(Skip("frequency_cap", campaign.id, person))
-            continue
-        emitted = [
-            _message(campaign, pending, d, view, now, ctx) for d in destinations if d.channel == channel
-        ]
+            continue  # first_eligible falls back to the next reachable channel
+        emitted = [_message(campaign, pending, d, view, now, ctx) for d in group]
         actions.extend(emitted)
         if any(isinstance(a, Emit) for a in emitted):
             state = record_send(ctx.campaigns, campaign, channel, state, now)
+        if campaign.channels.strategy == "first_eligible":
+            break
     return state, actions
 
 

@@ -56,6 +56,10 @@ CTX = context(
         trigger: {kind: tag, name: browsed_deals}
         channels: {order: [sms]}
         templates: {sms: {text: "Deals for you"}}
+      - id: price-drop
+        trigger: {kind: tag, name: price_drop}
+        channels: {order: [sms, email], strategy: first_eligible}
+        templates: {sms: {text: "Price drop"}, email: {subject: "Price drop", text: "Now cheaper"}}
       - id: vip-hello
         trigger: {kind: tag, name: vip}
         channels: {order: [sms]}
@@ -221,6 +225,13 @@ class TestQuietHoursAndCaps:
         second = run_event(tag("browsed_deals", at(10)), first.state)
         assert len(emitted(first.actions)) == 1
         assert [a.reason for a in second.actions] == ["frequency_cap"]
+
+    def test_capped_first_choice_falls_back_to_the_next_channel(self):
+        """With the day's SMS used up, a first_eligible campaign preferring SMS sends email instead."""
+        first = run_event(tag("browsed_deals", at(0)))
+        out = run_event(tag("price_drop", at(10)), first.state)
+        assert [m["channel"] for m in emitted(out.actions)] == ["email"]
+        assert [a.reason for a in out.actions if isinstance(a, Skip)] == ["frequency_cap"]
 
     def test_transactional_ignores_quiet_hours_caps_and_subscription(self):
         """A receipt at 03:00 for someone with a full SMS cap and no marketing consent goes at once."""
