@@ -88,11 +88,21 @@ class Context:
 def on_event(
     event: PersonEvent, view: PersonView, state: PersonState, now: datetime, ctx: Context
 ) -> Outcome:
+    view = _with_segment_change(view, event)  # the change itself is news the profile may not show yet
     state = record_conversions(event, ctx.campaigns, state)  # before sending: a conversion cancels
     state = update_timers(event, ctx.campaigns, state)  # drop-off starts/cancels, inactivity restarts
     state, entered = _enter(matched_campaigns(event, ctx.campaigns), view, state, now, ctx)
     state, sent = _send_due(view, state, now, ctx)
     return Outcome(state, entered + sent)
+
+
+def _with_segment_change(view: PersonView, event: PersonEvent) -> PersonView:
+    change = event.segment
+    if event.kind != "segment" or change is None:
+        return view
+    if change.change == "entered":
+        return replace(view, segments=view.segments | {change.segment_id})
+    return replace(view, segments=view.segments - {change.segment_id})
 
 
 def on_tick(view: PersonView, state: PersonState, now: datetime, ctx: Context) -> Outcome:

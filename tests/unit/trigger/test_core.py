@@ -185,6 +185,20 @@ class TestSendTimeChecks:
             for e in emits
         }
 
+    def test_segment_change_counts_even_before_the_profile_shows_it(self):
+        """An immediate segment campaign goes although the profile view has not caught up with the entry."""
+        ctx = context(
+            """
+            campaigns:
+              - id: hello-vip
+                trigger: {kind: segment, segment: vip, change: entered}
+                channels: {order: [sms]}
+                templates: {sms: {text: "Welcome to VIP"}}
+            """
+        )
+        out = on_event(segment("vip", "entered", at(0)), person(), PersonState(), at(0), ctx)
+        assert len(emitted(out.actions)) == 1
+
     def test_removed_campaign_cancels_its_pending_sends(self):
         """After a reload without the welcome campaign, its pending send is skipped."""
         state = run_event(event("signup", at(0))).state
@@ -283,3 +297,43 @@ class TestTemplateErrorsAndReplays:
         state = run_event(event("signup", at(0))).state
         out = on_tick(person(email=None), state, at(60), CTX)
         assert all(isinstance(a, Skip) for a in out.actions)
+
+
+class TestCrashReplay:
+    STREAM = (
+        event("signup", at(0), event_id="e1"),
+        event("cart_updated", at(5), event_id="e2", count=2),
+        tag("browsed_deals", at(30)),
+        location("store-1", "entered", at(45)),
+        event("cart_updated", at(50), event_id="e3", count=4),
+        event("app_launch", at(70), event_id="e4"),
+        segment("trial", "entered", at(80)),
+        api("order_receipt", {"order_id": "o-1", "items": [{"name": "Modem", "qty": 1}]}, at(90)),
+    )
+
+    def _run(self, records, state, view=ANN, finish=True):
+        """Feed records in order (ticking up to each one's time first), saving state after each."""
+        ids, saved = [], []
+        for record in records:
+            out = on_tick(view, state, record.time, CTX)
+            ids += [m["message_id"] for m in emitted(out.actions)]
+            out = on_event(record, view, out.state, record.time, CTX)
+            ids += [m["message_id"] for m in emitted(out.actions)]
+            state = out.state
+            saved.append(state.to_bytes())
+        if not finish:
+            return ids, saved
+        final = on_tick(view, state, at(days=30), CTX)
+        return ids + [m["message_id"] for m in emitted(final.actions)], saved
+
+    def test_a_crash_anywhere_neither_loses_nor_invents_messages(self):
+        """A crash after any record, replayed from any earlier committed state, yields the clean run's ids."""
+        clean, saved = self._run(self.STREAM, PersonState())
+        assert len(clean) == len(set(clean)) >= 5
+        for crash in range(len(self.STREAM)):
+            for committed in range(crash + 1):
+                before_crash, _ = self._run(self.STREAM[: crash + 1], PersonState(), finish=False)
+                restart = PersonState.from_bytes(saved[committed - 1]) if committed else PersonState()
+                replayed, _ = self._run(self.STREAM[committed:], restart)
+                seen = set(before_crash) | set(replayed)
+                assert seen == set(clean), (crash, committed)
