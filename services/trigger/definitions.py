@@ -236,6 +236,26 @@ def load_campaigns(source: str | Path) -> CampaignSet:
     return parse_campaigns(data or {})
 
 
+@dataclass(frozen=True)
+class Reload:
+    """The outcome of re-reading the file: the set to use now, what changed, or why it was refused."""
+
+    campaigns: CampaignSet | None
+    diff: Diff | None
+    problems: list[str]
+
+
+def reload_campaigns(source: str | Path, previous: CampaignSet | None) -> Reload:
+    """Re-read the definitions; a refused or unreadable file keeps the previous set running."""
+    try:
+        current = load_campaigns(source)
+    except CampaignError as exc:
+        return Reload(previous, None, exc.problems)
+    except OSError as exc:
+        return Reload(previous, None, [f"(file): cannot read: {exc.strerror}"])
+    return Reload(current, current.diff(previous), [])
+
+
 def _check(argv: list[str]) -> int:
     """``python -m services.trigger.definitions FILE...``: validate campaign files, list problems."""
     status = 0

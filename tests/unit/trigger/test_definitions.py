@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from services.common.settings import REPO_ROOT
-from services.trigger.definitions import CampaignError, load_campaigns, parse_campaigns
+from services.trigger.definitions import CampaignError, load_campaigns, parse_campaigns, reload_campaigns
 
 EXAMPLE = REPO_ROOT / "config" / "campaigns.example.yaml"
 
@@ -144,3 +144,26 @@ class TestDefinitions:
         assert _check([str(EXAMPLE), str(bad)]) == 1
         out = capsys.readouterr().out
         assert "ok, 5 campaigns" in out and "campaigns[0].delay" in out
+
+
+class TestReload:
+    def test_a_good_edit_replaces_the_set_and_reports_the_diff(self, tmp_path: Path):
+        """Re-reading an edited file gives the new set and what changed."""
+        path = tmp_path / "campaigns.yaml"
+        path.write_text(yaml.safe_dump(MINIMAL))
+        first = reload_campaigns(path, None)
+        assert first.diff.added == ["c1"] and first.problems == []
+        path.write_text(yaml.safe_dump(_with(delay="2h")))
+        second = reload_campaigns(path, first.campaigns)
+        assert second.diff.changed == ["c1"] and second.campaigns.get("c1").delay == timedelta(hours=2)
+
+    def test_a_bad_edit_keeps_the_previous_set(self, tmp_path: Path):
+        """A refused edit leaves the running campaigns in place and reports the problems."""
+        path = tmp_path / "campaigns.yaml"
+        path.write_text(yaml.safe_dump(MINIMAL))
+        running = reload_campaigns(path, None).campaigns
+        path.write_text(yaml.safe_dump(_with(delay="soon")))
+        refused = reload_campaigns(path, running)
+        assert refused.campaigns is running and refused.diff is None
+        assert refused.problems[0].startswith("campaigns[0].delay")
+        assert reload_campaigns(tmp_path / "missing.yaml", running).campaigns is running
