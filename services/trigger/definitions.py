@@ -96,6 +96,12 @@ class EmailTemplate(Strict):
     html: str | None = None
     text: str | None = None
 
+    @model_validator(mode="after")
+    def _has_a_body(self) -> EmailTemplate:
+        if self.html is None and self.text is None:
+            raise ValueError("an email needs 'html', 'text' or both")
+        return self
+
 
 class TextTemplate(Strict):
     text: str
@@ -126,7 +132,7 @@ class Campaign(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     name: str = ""
     enabled: bool = True
-    transactional: bool = False  # no caps, quiet hours or marketing subscription; still no destination
+    transactional: bool = False  # no caps, quiet hours or marketing subscription; still needs a destination
     trigger: Trigger
     delay: Duration = timedelta(0)
     conditions: Conditions = Conditions()

@@ -30,6 +30,8 @@ def _duration(value: Any) -> Any:
             raise ValueError("a duration is a number with a unit s, m, h, d or w, e.g. '1h'")
         return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
         return timedelta(seconds=value)
     return value
 

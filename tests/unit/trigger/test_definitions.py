@@ -113,6 +113,12 @@ class TestDefinitions:
         assert any(p.startswith("default_timezone:") for p in problems)
         assert any(p.startswith("campaigns[0].trigger.event.where.total") for p in problems)
 
+    def test_negative_duration_and_bodiless_email_are_refused(self):
+        """A negative delay and an email without html or text are refused by path."""
+        assert any(p.startswith("campaigns[0].delay") for p in _problems(_with(delay=-5)))
+        email_only = _with(channels={"order": ["email"]}, templates={"email": {"subject": "s"}})
+        assert any(p.startswith("campaigns[0].templates.email") for p in _problems(email_only))
+
     def test_durations_accept_units_and_seconds(self):
         """'90s', '15m', '2w' and a bare number of seconds are all durations."""
         for text, expected in (("90s", 90), ("15m", 900), ("2w", 1209600), (30, 30)):
