@@ -61,7 +61,7 @@ def read_records(
     settings: Settings,
     spec: TopicSpec,
     count: int = 0,
-    timeout: float = 30,
+    timeout: float = 90,  # a deadline, generous for a loaded 2-core CI machine
     until: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Records of ``spec``'s topic, decoded: the first ``count``, or until ``until(records)`` holds."""
