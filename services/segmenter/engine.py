@@ -1,0 +1,90 @@
+"""The streaming core without Kafka: states, memberships and a timer heap, driven by facts and time.
+
+A Kafka/faust adapter will keep ``states`` and ``members`` in changelog-backed tables (states as
+``PersonState.to_bytes()``), call ``on_fact`` per decoded record and ``advance`` from a periodic
+timer, and produce each returned :class:`Change` to ``segment-membership``. The timer heap is
+derived data: after a restart it is rebuilt by evaluating ``next_change_ms`` for the time-dependent
+segments of each restored person.
+
+Order per fact: fire timers due up to ``now`` first (so state is never pruned past a pending timer),
+then apply the fact, then evaluate the segments the fact touches (plus, for a person seen for the
+first time, the segments true on an empty state), then schedule their next possible change.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from services.segmenter.evaluate import apply, evaluate, next_change_ms, transitions
+from services.segmenter.facts import Fact, PersonState
+from services.segmenter.index import Index
+
+
+@dataclass(frozen=True)
+class Change:
+    person_id: str
+    segment_id: str
+    change: str  # entered | exited
+    time_ms: int
+    reason: str
+
+
+@dataclass
+class Engine:
+    index: Index
+    states: dict[str, PersonState] = field(default_factory=dict)
+    members: dict[str, set[str]] = field(default_factory=dict)  # person → segment ids
+    evaluations: int = 0  # how many (person, segment) evaluations ran: the cost the index bounds
+    _heap: list[tuple[int, str, str]] = field(default_factory=list)
+    _due: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def on_fact(self, fact: Fact, now_ms: int) -> list[Change]:
+        changes = self.advance(now_ms)
+        person = fact.person_id
+        first_seen = person not in self.states
+        state = apply(fact, self.states.get(person, PersonState()), self.index, now_ms)
+        self.states[person] = state
+        touched = self.index.segments_for(fact)
+        if first_seen:
+            touched |= self.index.vacuous
+        reason = f"{fact.kind}:{fact.name}"
+        changes += self._evaluate(person, touched, now_ms, reason)
+        return changes
+
+    def advance(self, now_ms: int) -> list[Change]:
+        """Fire every timer due at or before ``now_ms``, each evaluated at its own due time."""
+        changes: list[Change] = []
+        while self._heap and self._heap[0][0] <= now_ms:
+            due, person, segment_id = heapq.heappop(self._heap)
+            if self._due.get((person, segment_id)) != due:
+                continue  # superseded by a later schedule
+            del self._due[(person, segment_id)]
+            changes += self._evaluate(person, {segment_id}, due, "timer")
+        return changes
+
+    def _evaluate(self, person: str, segment_ids: set[str], now_ms: int, reason: str) -> list[Change]:
+        state = self.states[person]
+        results = {}
+        for segment_id in segment_ids:
+            segment = self.index.segments[segment_id]
+            results[segment_id] = evaluate(segment, state, now_ms)
+            self.evaluations += 1
+            if segment_id in self.index.time_dependent:
+                self._schedule(person, segment_id, next_change_ms(segment, state, now_ms))
+        current = self.members.setdefault(person, set())
+        found = transitions(current, results, reason)
+        for t in found:
+            (current.add if t.change == "entered" else current.discard)(t.segment_id)
+        return [Change(person, t.segment_id, t.change, now_ms, t.reason) for t in found]
+
+    def _schedule(self, person: str, segment_id: str, due: int | None) -> None:
+        key = (person, segment_id)
+        if due is None:
+            self._due.pop(key, None)
+        elif self._due.get(key) != due:
+            self._due[key] = due
+            heapq.heappush(self._heap, (due, person, segment_id))
+
+    def member_ids(self, segment_id: str) -> set[str]:
+        return {person for person, segments in self.members.items() if segment_id in segments}
