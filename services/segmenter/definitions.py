@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.segmenter.conditions import TAGS, Condition
 
@@ -37,14 +37,15 @@ class SegmentFile(BaseModel):
 
     segments: list[Segment]
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> SegmentFile:
+    @field_validator("segments")
+    @classmethod
+    def _unique_ids(cls, segments: list[Segment]) -> list[Segment]:
         seen: set[str] = set()
-        for segment in self.segments:
+        for segment in segments:
             if segment.id in seen:
                 raise ValueError(f"segment id {segment.id!r} is defined twice")
             seen.add(segment.id)
-        return self
+        return segments
 
 
 class DefinitionError(ValueError):

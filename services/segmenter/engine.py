@@ -14,11 +14,15 @@ first time, the segments true on an empty state), then schedule their next possi
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from services.segmenter.conditions import AttributeCondition, InsideCondition, NearCondition, leaves
+from services.segmenter.definitions import Segment, SegmentDiff, diff
 from services.segmenter.evaluate import apply, evaluate, next_change_ms, transitions
 from services.segmenter.facts import Fact, PersonState
 from services.segmenter.index import Index
+from services.segmenter.selectors import spec_for
 
 
 @dataclass(frozen=True)
@@ -30,12 +34,37 @@ class Change:
     reason: str
 
 
+@dataclass(frozen=True)
+class Reload:
+    diff: SegmentDiff
+    changes: list[Change]
+    needs_history: frozenset[str]
+
+
+def _tracked(segment: Segment, old: Index) -> bool:
+    """Whether the old index already kept everything this segment reads, far enough back."""
+    for leaf in leaves(segment.condition):
+        if isinstance(leaf, AttributeCondition):
+            ok = leaf.attribute in old.attributes
+        elif isinstance(leaf, InsideCondition):
+            ok = leaf.inside in old.presence
+        elif isinstance(leaf, NearCondition):
+            ok = old.position
+        else:
+            key = spec_for(leaf).key
+            ok = key in old.retention and old.retention[key] >= (leaf.within or 0)
+        if not ok:
+            return False
+    return True
+
+
 @dataclass
 class Engine:
     index: Index
     states: dict[str, PersonState] = field(default_factory=dict)
     members: dict[str, set[str]] = field(default_factory=dict)  # person → segment ids
     evaluations: int = 0  # how many (person, segment) evaluations ran: the cost the index bounds
+    pending: set[str] = field(default_factory=set)  # segments waiting for history (see reload)
     _heap: list[tuple[int, str, str]] = field(default_factory=list)
     _due: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -66,7 +95,7 @@ class Engine:
     def _evaluate(self, person: str, segment_ids: set[str], now_ms: int, reason: str) -> list[Change]:
         state = self.states[person]
         results = {}
-        for segment_id in segment_ids:
+        for segment_id in segment_ids - self.pending:
             segment = self.index.segments[segment_id]
             results[segment_id] = evaluate(segment, state, now_ms)
             self.evaluations += 1
@@ -85,6 +114,58 @@ class Engine:
         elif self._due.get(key) != due:
             self._due[key] = due
             heapq.heappush(self._heap, (due, person, segment_id))
+
+    def reload(self, segments: Mapping[str, Segment], now_ms: int) -> Reload:
+        """Switch to new definitions keeping every person's state and the unchanged memberships.
+
+        Removed segments exit their members. Added or changed segments that read only what the state
+        already tracks (same attributes, regions, position, and series kept at least as far back as
+        their windows) are evaluated for every known person now. The others are returned in
+        ``needs_history``: their membership must come from ClickHouse (``sql.compile_segment``) and
+        their new series from history before they stream (docs/segments.md, "New and changed
+        segments"); until ``seed`` is called they are not evaluated (a changed one keeps its old members).
+        """
+        changes = diff(self.index.segments, segments)
+        old = self.index
+        self.index = Index.build(segments)
+        out: list[Change] = []
+        removed = set(changes.removed)
+        for segment_id in changes.removed:
+            for person in sorted(self.member_ids(segment_id)):
+                self.members[person].discard(segment_id)
+                out.append(Change(person, segment_id, "exited", now_ms, "definition"))
+        for key in [key for key in self._due if key[1] in removed]:
+            del self._due[key]  # its heap entries are skipped when they surface
+        pending = {s for s in (*changes.added, *changes.changed) if not _tracked(segments[s], old)}
+        self.pending |= pending
+        self.pending -= removed
+        for segment_id in (*changes.added, *changes.changed):
+            if segment_id not in pending:
+                for person in list(self.states):
+                    out += self._evaluate(person, {segment_id}, now_ms, "definition")
+        return Reload(changes, out, frozenset(pending))
+
+    def seed(
+        self, segment_id: str, members: set[str], states: Mapping[str, PersonState], now_ms: int
+    ) -> list[Change]:
+        """Start streaming a pending segment from history: its members (the SQL oracle's answer) and
+        the persons' states with the new series filled in from the same history."""
+        self.states.update(states)
+        self.pending.discard(segment_id)
+        out = []
+        for person in members | {p for p, segs in self.members.items() if segment_id in segs}:
+            current = self.members.setdefault(person, set())
+            found = transitions(current, {segment_id: person in members}, "definition")
+            for t in found:
+                (current.add if t.change == "entered" else current.discard)(t.segment_id)
+            out += [Change(person, t.segment_id, t.change, now_ms, t.reason) for t in found]
+        for person in self.states:
+            self._schedule(
+                person,
+                segment_id,
+                next_change_ms(self.index.segments[segment_id], self.states[person], now_ms),
+            )
+        return out
 
     def member_ids(self, segment_id: str) -> set[str]:
         return {person for person, segments in self.members.items() if segment_id in segments}

@@ -13,6 +13,7 @@ from services.common.clickhouse import connect
 from services.segmenter.definitions import Segment, parse
 from services.segmenter.engine import Engine
 from services.segmenter.evaluate import evaluate
+from services.segmenter.facts import Fact
 from services.segmenter.index import Index
 from services.segmenter.sql import TABLES, columns_sql, compile_segment, persons_sql
 from tests.unit.segmenter.history import DAY, HOUR, NOW, generate, rows
@@ -79,3 +80,38 @@ class TestOracle:
         everyone = len(clickhouse.query(persons_sql("s7")).result_rows)
         trivial = [s.id for s in SEGMENTS if len(sql_members(clickhouse, s, NOW, 7)) in (0, everyone)]
         assert trivial == []
+
+
+@pytest.mark.integration
+class TestSqlCompiler:
+    def test_names_and_values_with_quotes_and_backslashes_are_matched_literally(
+        self, clickhouse: Client
+    ) -> None:
+        """Names, property keys and values with quotes or backslashes select exactly their rows."""
+        odd = "it's a \\'test\\"
+        facts = [
+            Fact("a", NOW - 1, "event", odd, properties={odd: odd}),
+            Fact("b", NOW - 1, "event", odd, properties={odd: "it's"}),
+            Fact("c", NOW - 1, "event", "its", properties={odd: odd}),
+            Fact("d", NOW - 1, "tag", odd, value=odd),
+        ]
+        defs = parse({"segments": [
+            {"id": "ev", "condition": {"event": odd, "where": [{"property": odd, "equals": odd}]}},
+            {"id": "contains", "condition": {"event": odd, "where": [{"property": odd, "contains": "'s"}]}},
+            {"id": "tag", "condition": {"tag": odd, "value": odd}},
+        ]})  # fmt: skip
+        client = clickhouse
+        client.command("CREATE DATABASE odd")
+        for table in TABLES:
+            client.command(
+                f"CREATE TABLE odd.{table} ({columns_sql(table)}) ENGINE = MergeTree ORDER BY person_id"
+            )
+        for table, data in rows(facts).items():
+            if data:
+                client.insert(f"odd.{table}", data, column_names=[c for c, _ in TABLES[table]])
+        engine = Engine(Index.build({s.id: s for s in defs}))
+        for fact in facts:
+            engine.on_fact(fact, NOW)
+        found = {s.id: {r[0] for r in client.query(compile_segment(s, NOW, "odd")).result_rows} for s in defs}
+        assert found == {"ev": {"a"}, "contains": {"a", "b"}, "tag": {"d"}}
+        assert found == {s.id: engine.member_ids(s.id) for s in defs}
