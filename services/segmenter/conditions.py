@@ -10,121 +10,33 @@ Semantics (windows, boundaries) are documented in docs/segments.md and implement
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     NonNegativeInt,
-    PlainSerializer,
     StrictBool,
     StrictStr,
     Tag,
     model_validator,
 )
 
-_UNITS_MS = {
-    "s": 1000,
-    "m": 60_000,
-    "h": 3_600_000,
-    "d": 86_400_000,
-    "w": 7 * 86_400_000,
-    "mo": 30 * 86_400_000,
-}
-_DURATION = re.compile(r"^\s*(\d+)\s*(mo|s|m|h|d|w)\s*$")
-
-
-def parse_duration(raw: Any) -> int:
-    """``"7d"`` → milliseconds. Units s, m, h, d, w and mo (= 30 days); a month is fixed so SQL agrees."""
-    if isinstance(raw, str) and (match := _DURATION.match(raw)):
-        ms = int(match.group(1)) * _UNITS_MS[match.group(2)]
-        if ms > 0:
-            return ms
-    raise ValueError(f"expected a positive duration such as 30m, 24h, 7d, 2w, 6mo; got {raw!r}")
-
-
-def format_duration(ms: int) -> str:
-    for unit in ("mo", "w", "d", "h", "m", "s"):
-        if ms % _UNITS_MS[unit] == 0:
-            return f"{ms // _UNITS_MS[unit]}{unit}"
-    return f"{ms // 1000}s"
-
-
-def to_instant(raw: Any) -> datetime:
-    """Dates are midnight UTC; naive datetimes are UTC; strings are ISO 8601."""
-    if isinstance(raw, str):
-        try:
-            raw = datetime.fromisoformat(raw)
-        except ValueError:
-            raise ValueError(f"expected an ISO date or datetime, got {raw!r}") from None
-    if isinstance(raw, datetime):
-        return raw if raw.tzinfo else raw.replace(tzinfo=UTC)
-    if isinstance(raw, date):
-        return datetime(raw.year, raw.month, raw.day, tzinfo=UTC)
-    raise ValueError(f"expected a date or datetime, got {raw!r}")
-
-
-def instant_ms(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // _ms
-
-
-_ms = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-
-Duration = Annotated[int, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
-Instant = Annotated[datetime, BeforeValidator(to_instant)]
-
-
-@dataclass(frozen=True)
-class TimeRef:
-    """A bound in time: an absolute instant (``at_ms``) or ``ago_ms`` before the evaluation time."""
-
-    at_ms: int | None = None
-    ago_ms: int | None = None
-
-    def resolve(self, now_ms: int) -> int:
-        return self.at_ms if self.at_ms is not None else now_ms - (self.ago_ms or 0)
-
-
-def _time_ref(raw: Any) -> TimeRef:
-    if isinstance(raw, TimeRef):
-        return raw
-    if isinstance(raw, str) and _DURATION.match(raw):
-        return TimeRef(ago_ms=parse_duration(raw))
-    return TimeRef(at_ms=instant_ms(to_instant(raw)))
-
-
-def _dump_time_ref(ref: TimeRef) -> str:
-    if ref.ago_ms is not None:
-        return format_duration(ref.ago_ms)
-    return datetime.fromtimestamp(ref.at_ms / 1000, UTC).isoformat()
-
-
-TimeBound = Annotated[TimeRef, BeforeValidator(_time_ref), PlainSerializer(_dump_time_ref)]
-
-
-def _scalar(raw: Any) -> Any:
-    return raw.isoformat() if isinstance(raw, date) else raw  # YAML turns 2025-01-01 into a date
-
-
-Scalar = Annotated[StrictBool | float | StrictStr, BeforeValidator(_scalar)]
-Number = float
-
-
-def _number_or_instant(raw: Any) -> Any:
-    if isinstance(raw, bool):
-        raise ValueError("expected a number or a date, got a boolean")
-    if isinstance(raw, int | float):
-        return float(raw)
-    return to_instant(raw)
-
-
-Comparable = Annotated[float | datetime, BeforeValidator(_number_or_instant)]
+from services.segmenter.timespec import (  # noqa: F401  (re-exported: the definition vocabulary)
+    Comparable,
+    Duration,
+    Instant,
+    Scalar,
+    TimeBound,
+    TimeRef,
+    format_duration,
+    instant_ms,
+    parse_duration,
+    to_instant,
+)
 
 
 class _Model(BaseModel):
@@ -157,11 +69,11 @@ class Predicate(_Model):
             raise ValueError("between needs two numbers or two dates")
         return self
 
-    @property
+    @cached_property
     def op(self) -> str:
         return next(name for name in OPS if getattr(self, name) is not None)
 
-    @property
+    @cached_property
     def operand(self) -> Any:
         return getattr(self, self.op)
 
@@ -232,7 +144,7 @@ class Counted(_Model):
             raise ValueError("at_least is greater than at_most")
         return self
 
-    @property
+    @cached_property
     def count_range(self) -> tuple[int, int | None]:
         """(minimum, maximum or None) number of occurrences; a bare leaf means at least once."""
         if self.never:
@@ -360,12 +272,24 @@ for _model in (AllOf, AnyOf, Not):
     _model.model_rebuild()
 
 
+_LEAVES: dict[int, tuple[Any, list[Leaf]]] = {}  # id(tree) → (tree kept alive so ids are not reused, leaves)
+
+
 def leaves(condition: Any) -> list[Leaf]:
-    """Every leaf of a condition tree, depth first."""
+    """Every leaf of a condition tree, depth first (memoised: evaluation asks on every fact)."""
+    cached = _LEAVES.get(id(condition))
+    if cached is not None and cached[0] is condition:
+        return cached[1]
+    found = _leaves(condition)
+    _LEAVES[id(condition)] = (condition, found)
+    return found
+
+
+def _leaves(condition: Any) -> list[Leaf]:
     if isinstance(condition, AllOf):
-        return [leaf for child in condition.all for leaf in leaves(child)]
+        return [leaf for child in condition.all for leaf in _leaves(child)]
     if isinstance(condition, AnyOf):
-        return [leaf for child in condition.any for leaf in leaves(child)]
+        return [leaf for child in condition.any for leaf in _leaves(child)]
     if isinstance(condition, Not):
-        return leaves(condition.not_)
+        return _leaves(condition.not_)
     return [condition]
