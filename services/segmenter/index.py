@@ -12,7 +12,7 @@ fact touches, never on how many segments exist. Two extra answers keep streaming
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from services.segmenter.conditions import AttributeCondition, InsideCondition, NearCondition, leaves
@@ -66,6 +66,17 @@ class Index:
         index.vacuous = frozenset(sid for sid, seg in segments.items() if evaluate(seg, PersonState(), 0))
         index.time_dependent = frozenset(timed)
         return index
+
+    def only(self, segment_ids: Iterable[str]) -> Index:
+        """The index of some of these segments, keeping this index's retention for their series
+        (state rebuilt with it must serve every segment that shares those series)."""
+        sub = Index.build({sid: self.segments[sid] for sid in segment_ids})
+        sub.retention = {key: self.retention[key] for key in sub.retention}
+        sub.series_by_touch = {
+            touch: [(spec, sub.retention[spec.key]) for spec, _ in entries]
+            for touch, entries in sub.series_by_touch.items()
+        }
+        return sub
 
     def segments_for(self, fact: Fact) -> set[str]:
         found: set[str] = set()

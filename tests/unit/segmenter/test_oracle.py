@@ -10,6 +10,7 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from services.common.clickhouse import connect
+from services.segmenter.backfill import seed_from_clickhouse
 from services.segmenter.definitions import Segment, parse
 from services.segmenter.engine import Engine
 from services.segmenter.evaluate import evaluate
@@ -33,17 +34,25 @@ def clickhouse(chdb_dsn: str) -> Iterator[Client]:
         client.close()
 
 
+def create(client: Client, database: str, facts: list[Fact]) -> None:
+    """The oracle's tables (docs/segments.md contract) in a new database, holding these facts."""
+    client.command(f"CREATE DATABASE {database}")
+    for table in TABLES:
+        engine = "ENGINE = MergeTree ORDER BY person_id"
+        client.command(f"CREATE TABLE {database}.{table} ({columns_sql(table)}) {engine}")
+    insert(client, database, facts)
+
+
+def insert(client: Client, database: str, facts: list[Fact]) -> None:
+    for table, data in rows(facts).items():
+        if data:
+            client.insert(f"{database}.{table}", data, column_names=[c for c, _ in TABLES[table]])
+
+
 def load(client: Client, seed: int) -> Engine:
     """Load a seeded history into the oracle tables and stream the same facts through the engine."""
     arrivals = generate(seed)
-    client.command(f"CREATE DATABASE IF NOT EXISTS s{seed}")
-    for table in TABLES:
-        client.command(
-            f"CREATE TABLE s{seed}.{table} ({columns_sql(table)}) ENGINE = MergeTree ORDER BY person_id"
-        )
-    for table, data in rows([a.fact for a in arrivals]).items():
-        if data:
-            client.insert(f"s{seed}.{table}", data, column_names=[c for c, _ in TABLES[table]])
+    create(client, f"s{seed}", [a.fact for a in arrivals])
     engine = Engine(Index.build({s.id: s for s in SEGMENTS}))
     for arrival in arrivals:
         engine.on_fact(arrival.fact, arrival.at_ms)
@@ -101,17 +110,42 @@ class TestSqlCompiler:
             {"id": "tag", "condition": {"tag": odd, "value": odd}},
         ]})  # fmt: skip
         client = clickhouse
-        client.command("CREATE DATABASE odd")
-        for table in TABLES:
-            client.command(
-                f"CREATE TABLE odd.{table} ({columns_sql(table)}) ENGINE = MergeTree ORDER BY person_id"
-            )
-        for table, data in rows(facts).items():
-            if data:
-                client.insert(f"odd.{table}", data, column_names=[c for c, _ in TABLES[table]])
+        create(client, "odd", facts)
         engine = Engine(Index.build({s.id: s for s in defs}))
         for fact in facts:
             engine.on_fact(fact, NOW)
         found = {s.id: {r[0] for r in client.query(compile_segment(s, NOW, "odd")).result_rows} for s in defs}
         assert found == {"ev": {"a"}, "contains": {"a", "b"}, "tag": {"d"}}
         assert found == {s.id: engine.member_ids(s.id) for s in defs}
+
+
+@pytest.mark.integration
+class TestSeedFromHistory:
+    def test_segments_added_mid_stream_and_seeded_from_clickhouse_then_stream_exactly(
+        self, clickhouse: Client
+    ) -> None:
+        """Start with two segments, add all others halfway (seeded from the loaded history), finish the
+        stream: every segment then agrees with SQL over the whole history at every reference time."""
+        arrivals = generate(11)
+        half = len(arrivals) // 2
+        cut = arrivals[half].at_ms
+        first = {s.id: s for s in SEGMENTS if s.id in ("active-7d", "heavy-users")}
+        engine = Engine(Index.build(first))
+        for arrival in arrivals[:half]:
+            engine.on_fact(arrival.fact, arrival.at_ms)
+        create(clickhouse, "seed", [a.fact for a in arrivals[:half]])  # what the segmenter has applied
+        result = engine.reload({s.id: s for s in SEGMENTS}, cut)
+        assert len(result.needs_history) > 30
+        seed_from_clickhouse(engine, result.needs_history, clickhouse, cut, "seed")
+        assert engine.pending == set()
+        for arrival in arrivals[half:]:
+            engine.on_fact(arrival.fact, arrival.at_ms)
+        insert(clickhouse, "seed", [a.fact for a in arrivals[half:]])
+        mismatches = []
+        for now in REFERENCE_TIMES:
+            engine.advance(now)
+            for segment in SEGMENTS:
+                expected = {r[0] for r in clickhouse.query(compile_segment(segment, now, "seed")).result_rows}
+                if expected != engine.member_ids(segment.id):
+                    mismatches.append((segment.id, now - NOW, expected ^ engine.member_ids(segment.id)))
+        assert mismatches == []
