@@ -65,10 +65,12 @@ class Engine:
     members: dict[str, set[str]] = field(default_factory=dict)  # person → segment ids
     evaluations: int = 0  # how many (person, segment) evaluations ran: the cost the index bounds
     pending: set[str] = field(default_factory=set)  # segments waiting for history (see reload)
+    clock_ms: int = 0  # the latest processing time seen
     _heap: list[tuple[int, str, str]] = field(default_factory=list)
     _due: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def on_fact(self, fact: Fact, now_ms: int) -> list[Change]:
+        now_ms = max(now_ms, self.clock_ms)  # pruning assumes the processing clock never goes back
         changes = self.advance(now_ms)
         person = fact.person_id
         first_seen = person not in self.states
@@ -83,6 +85,7 @@ class Engine:
 
     def advance(self, now_ms: int) -> list[Change]:
         """Fire every timer due at or before ``now_ms``, each evaluated at its own due time."""
+        self.clock_ms = max(self.clock_ms, now_ms)
         changes: list[Change] = []
         while self._heap and self._heap[0][0] <= now_ms:
             due, person, segment_id = heapq.heappop(self._heap)
@@ -114,6 +117,25 @@ class Engine:
         elif self._due.get(key) != due:
             self._due[key] = due
             heapq.heappush(self._heap, (due, person, segment_id))
+
+    def restore(
+        self, states: Mapping[str, PersonState], members: Mapping[str, set[str]], now_ms: int
+    ) -> list[Change]:
+        """Start from persisted tables (after a restart or a rebalance). The timer heap is derived data:
+        it is rebuilt by evaluating, per person, the time-dependent segments that read a series the
+        person has; any change returned means the tables were behind (e.g. a crash between writes)."""
+        self.states.update(states)
+        for person, segment_ids in members.items():
+            self.members[person] = set(segment_ids)
+        self.clock_ms = max(self.clock_ms, now_ms)
+        series_segments = {spec.key: self.index.by_touch.get(touch, set())
+                           for entries in self.index.series_by_touch.values() for spec, _ in entries
+                           for touch in spec.touches}  # fmt: skip
+        changes: list[Change] = []
+        for person, state in states.items():
+            timed = {sid for key in state.series for sid in series_segments.get(key, ())}
+            changes += self._evaluate(person, timed & self.index.time_dependent, now_ms, "restore")
+        return changes
 
     def reload(self, segments: Mapping[str, Segment], now_ms: int) -> Reload:
         """Switch to new definitions keeping every person's state and the unchanged memberships.

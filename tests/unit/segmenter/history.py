@@ -11,7 +11,11 @@ import json
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import yaml
+
+from services.segmenter.definitions import Segment, parse
 from services.segmenter.facts import Fact
 
 DAY = 86_400_000
@@ -19,6 +23,11 @@ HOUR = 3_600_000
 NOW = 1_795_132_800_000  # 2026-11-20T00:00:00Z
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BOUNDARY_WINDOWS = (7 * DAY, 30 * DAY, 180 * DAY, 24 * HOUR)
+
+
+def oracle_segments() -> list[Segment]:
+    """The segments the oracle checks (every leaf, operator and measure, nested)."""
+    return parse(yaml.safe_load((Path(__file__).parent / "oracle_segments.yaml").read_text()))
 
 
 @dataclass(frozen=True)

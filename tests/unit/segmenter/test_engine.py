@@ -56,9 +56,8 @@ class TestEngine:
             engine.on_fact(Fact(f"p{i}", NOW - i * 2 * DAY, "session", "started"), NOW)
             engine.on_fact(Fact(f"p{i}", NOW - i * 9 * DAY, "event", "Order Completed"), NOW)
         restored = Engine(Index.build(defs))
-        restored.states = {p: PersonState.from_bytes(s.to_bytes()) for p, s in engine.states.items()}
-        for person in restored.states:  # the timer heap is derived: rebuild it by evaluating
-            restored._evaluate(person, set(defs), NOW, "restore")
+        states = {p: PersonState.from_bytes(s.to_bytes()) for p, s in engine.states.items()}
+        assert restored.restore(states, {p: set(m) for p, m in engine.members.items()}, NOW) == []
         for now in (NOW + DAY, NOW + 10 * DAY, NOW + 40 * DAY):
             engine.advance(now)
             restored.advance(now)

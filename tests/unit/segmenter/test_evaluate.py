@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from services.segmenter.definitions import Segment, load, parse
 from services.segmenter.evaluate import Transition, apply, evaluate, next_change_ms, transitions
 from services.segmenter.facts import Fact, PersonState
 from services.segmenter.index import Index
-from tests.unit.segmenter.history import DAY, HOUR, NOW
+from tests.unit.segmenter.history import DAY, HOUR, NOW, generate, oracle_segments
 from tests.unit.segmenter.test_definitions import ROOT
 
 
@@ -232,6 +233,30 @@ class TestNextChange:
             now, steps = due, steps + 1
         assert steps == 4  # three E entries and one F entry leave their windows
         assert not any(evaluate(seg, state, now + k * DAY) for k in range(30))
+
+    def test_the_next_change_is_never_late_on_random_histories(self) -> None:
+        """For each oracle segment and person of a random history, membership holds until the next change."""
+        rng = random.Random(5)
+        segments = oracle_segments()
+        index = Index.build({s.id: s for s in segments})
+        states: dict[str, PersonState] = {}
+        for arrival in generate(5):
+            person = arrival.fact.person_id
+            states[person] = apply(arrival.fact, states.get(person, PersonState()), index, arrival.at_ms)
+        flips = 0
+        for seg in segments:
+            for state in states.values():
+                now = NOW
+                for _ in range(4):
+                    due = next_change_ms(seg, state, now)
+                    if due is None:
+                        break
+                    here = evaluate(seg, state, now)
+                    probes = [due - 1, *(rng.randrange(now, due) for _ in range(3))]
+                    assert all(evaluate(seg, state, t) == here for t in probes), (seg.id, now, due)
+                    flips += evaluate(seg, state, due) != here
+                    now = due
+        assert flips > 50  # the walk crossed many real membership changes
 
 
 class TestTransitions:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
 from clickhouse_connect.driver.client import Client
 
 from services.common.clickhouse import connect
@@ -17,9 +15,9 @@ from services.segmenter.evaluate import evaluate
 from services.segmenter.facts import Fact
 from services.segmenter.index import Index
 from services.segmenter.sql import TABLES, columns_sql, compile_segment, persons_sql
-from tests.unit.segmenter.history import DAY, HOUR, NOW, generate, rows
+from tests.unit.segmenter.history import DAY, HOUR, NOW, generate, oracle_segments, rows
 
-SEGMENTS = parse(yaml.safe_load((Path(__file__).parent / "oracle_segments.yaml").read_text()))
+SEGMENTS = oracle_segments()
 # Reference times after the stream drained: right away, on and just past window edges, and later on
 # with no new facts, which only timers can get right.
 REFERENCE_TIMES = (NOW, NOW + 1, NOW + HOUR, NOW + DAY + 1, NOW + 3 * DAY, NOW + 40 * DAY, NOW + 200 * DAY)
