@@ -112,11 +112,14 @@ class Engine:
 
     def _schedule(self, person: str, segment_id: str, due: int | None) -> None:
         key = (person, segment_id)
+        current = self._due.get(key)
         if due is None:
             self._due.pop(key, None)
-        elif self._due.get(key) != due:
+        elif current is None or due < current:
             self._due[key] = due
             heapq.heappush(self._heap, (due, person, segment_id))
+        # A later due than the pending one keeps the pending timer: firing early only re-evaluates and
+        # reschedules, and the heap holds about one entry per (person, segment) instead of one per fact.
 
     def restore(
         self, states: Mapping[str, PersonState], members: Mapping[str, set[str]], now_ms: int
