@@ -16,7 +16,11 @@ from typing import Any
 from services.segmenter.conditions import Predicate, instant_ms
 
 # The only date strings both sides accept (sql.py uses the same pattern before parsing).
-DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,3})?Z)?$"
+# Years 1900-2299: ClickHouse's DateTime64 range (outside it, it clamps rather than refusing).
+DATE_PATTERN = (
+    r"^(19|2[0-2])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,3})?Z)?$"
+)
 _DATE = re.compile(DATE_PATTERN)
 EARTH_RADIUS_KM = 6371.0088
 

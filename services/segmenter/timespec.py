@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, StrictBool, StrictStr
@@ -55,11 +55,13 @@ def to_instant(raw: Any) -> datetime:
     raise ValueError(f"expected a date or datetime, got {raw!r}")
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def instant_ms(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // _ms
+    """Epoch milliseconds, exactly (integer arithmetic, sub-millisecond parts dropped toward the past)."""
+    return (moment - EPOCH) // timedelta(milliseconds=1)
 
-
-_ms = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
 
 Duration = Annotated[int, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
 Instant = Annotated[datetime, BeforeValidator(to_instant)]
@@ -87,7 +89,7 @@ def _time_ref(raw: Any) -> TimeRef:
 def _dump_time_ref(ref: TimeRef) -> str:
     if ref.ago_ms is not None:
         return format_duration(ref.ago_ms)
-    return datetime.fromtimestamp(ref.at_ms / 1000, UTC).isoformat()
+    return (EPOCH + timedelta(milliseconds=ref.at_ms or 0)).isoformat()
 
 
 TimeBound = Annotated[TimeRef, BeforeValidator(_time_ref), PlainSerializer(_dump_time_ref)]
@@ -98,7 +100,6 @@ def _scalar(raw: Any) -> Any:
 
 
 Scalar = Annotated[StrictBool | float | StrictStr, BeforeValidator(_scalar)]
-Number = float
 
 
 def _number_or_instant(raw: Any) -> Any:

@@ -116,6 +116,26 @@ class TestSqlCompiler:
         assert found == {"ev": {"a"}, "contains": {"a", "b"}, "tag": {"d"}}
         assert found == {s.id: engine.member_ids(s.id) for s in defs}
 
+    def test_strings_are_dates_on_both_sides_or_on_neither(self, clickhouse: Client) -> None:
+        """Valid and near-valid date strings (hour 24, 30 February, year 0) get the same verdict in SQL."""
+        values = ["2024-02-29", "2023-02-29", "2024-04-31", "2024-12-31T23:59:59.9Z", "2024-12-31T24:00:00Z",
+                  "2024-06-15T12:00:60Z", "0000-01-01", "1899-12-31", "1900-01-01", "2300-01-01",
+                  "2299-12-31T23:59:59.999Z", "2024-1-5", "2024-01-05 10:00:00", "20240105", ""]  # fmt: skip
+        facts = [Fact(f"p{i:02d}", NOW, "attribute", "d", value=v) for i, v in enumerate(values)]
+        defs = parse({"segments": [
+            {"id": "before", "condition": {"attribute": "d", "before": "2024-06-01"}},
+            {"id": "after", "condition": {"attribute": "d", "after": "2024-06-01"}},
+        ]})  # fmt: skip
+        create(clickhouse, "dates", facts)
+        engine = Engine(Index.build({s.id: s for s in defs}))
+        for fact in facts:
+            engine.on_fact(fact, NOW)
+        found = {
+            s.id: {r[0] for r in clickhouse.query(compile_segment(s, NOW, "dates")).result_rows} for s in defs
+        }
+        assert found == {s.id: engine.member_ids(s.id) for s in defs}
+        assert len(found["before"]) + len(found["after"]) == 4  # the valid ones, each on one side
+
 
 @pytest.mark.integration
 class TestSeedFromHistory:
