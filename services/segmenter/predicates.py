@@ -26,7 +26,13 @@ EARTH_RADIUS_KM = 6371.0088
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """JSON numbers as ClickHouse reads them: integers beyond 64 bits come back as strings there, so
+    they are not numbers here either (and non-finite floats are not JSON)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**64
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def date_ms(value: Any) -> int | None:

@@ -136,6 +136,28 @@ class TestSqlCompiler:
         assert found == {s.id: engine.member_ids(s.id) for s in defs}
         assert len(found["before"]) + len(found["after"]) == 4  # the valid ones, each on one side
 
+    def test_json_numbers_get_the_same_verdict_in_sql(self, clickhouse: Client) -> None:
+        """Integers, floats, 64-bit edges and beyond, booleans and numeric strings compare alike in SQL."""
+        values = [500, 500.0, 1e3, -0.0, 2**63, 2**64 + 1, -(2**63), 9007199254740993, "500", True, None,
+                  1e308, 0.1, {"a": 1}, [1, 2], 499.99999999999994]  # fmt: skip
+        facts = [Fact(f"p{i:02d}", NOW, "event", "E", properties={"x": v}) for i, v in enumerate(values)]
+        tests = [{"gt": 499.99999999999994}, {"equals": 500}, {"equals": 9007199254740992}, {"exists": True},
+                 {"equals": True}, {"in": ["500", "a"]}, {"lte": 0}]  # fmt: skip
+        defs = parse({"segments": [
+            {"id": f"t{i}", "condition": {"event": "E", "where": [{"property": "x", **test}]}}
+            for i, test in enumerate(tests)
+        ] + [{"id": "sum", "condition": {"event": "E", "sum": {"property": "x", "gt": 0}}}]})  # fmt: skip
+        create(clickhouse, "numbers", facts)
+        engine = Engine(Index.build({s.id: s for s in defs}))
+        for fact in facts:
+            engine.on_fact(fact, NOW)
+        found = {
+            s.id: {r[0] for r in clickhouse.query(compile_segment(s, NOW, "numbers")).result_rows}
+            for s in defs
+        }
+        assert found == {s.id: engine.member_ids(s.id) for s in defs}
+        assert found["t1"] == {"p00", "p01"}  # 500 and 500.0, not "500" or true
+
 
 @pytest.mark.integration
 class TestSeedFromHistory:
