@@ -1,0 +1,1 @@
+"""Segmenter: segment definitions, membership with timers, the ClickHouse oracle (docs/segments.md)."""
