@@ -14,6 +14,7 @@ from services.cli import consume as consume_mod
 from services.cli import demo as demo_mod
 from services.cli import produce as produce_mod
 from services.cli import stack as stack_mod
+from services.cli.dlq import dlq_app
 from services.cli.importer import import_app
 from services.cli.registry import registry_app
 from services.cli.service_registry import entry_point
@@ -32,6 +33,7 @@ stack_app = typer.Typer(help="The broker and every service, in the background.",
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 app.add_typer(stack_app, name="stack")
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(registry_app, name="registry")
 app.add_typer(import_app, name="import")
 

@@ -92,13 +92,11 @@ class IngestService:
     # -- partition ownership ------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         now_ms = int(time.time() * 1000)
-        for tp in partitions:
-            bare = self.bare[tp.topic]
-            entries = read_markers(self.settings, self.dedup_topic, tp.partition, bare)
-            held = self.dedupe.load((bare, tp.partition), entries, now_ms)
-            log.info(
-                "partition assigned", extra={"topic": tp.topic, "partition": tp.partition, "dedupe": held}
-            )
+        wanted = {(self.bare[tp.topic], tp.partition) for tp in partitions}
+        markers = read_markers(self.settings, self.dedup_topic, wanted)
+        for topic, partition in sorted(wanted):
+            held = self.dedupe.load((topic, partition), markers.get((topic, partition), []), now_ms)
+            log.info("partition assigned", extra={"topic": topic, "partition": partition, "dedupe": held})
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -119,6 +117,7 @@ class IngestService:
                     self.settings.ingest_batch_size, self.settings.ingest_batch_timeout_s
                 )
                 self.ctx.definitions = self.definitions.refresh()
+                metrics.DECLARED_EVENTS.set(len(self.ctx.definitions.events))
                 batch = [m for m in batch if not m.error()]
                 if batch:
                     self._transact(batch)

@@ -21,3 +21,6 @@ CONSUMER_LAG = Gauge(
 )
 DEDUPE_ENTRIES = Gauge("tagstream_ingest_dedupe_entries", "message_ids held for deduplication")
 TRANSACTION_ABORTS = Counter("tagstream_ingest_transaction_aborts_total", "Batches aborted and retried")
+DECLARED_EVENTS = Gauge(
+    "tagstream_ingest_declared_events", "Custom events declared in the loaded definitions file"
+)

@@ -1,45 +1,53 @@
-"""Read a raw partition's deduplication markers back from ``ingest-dedup`` on assignment."""
+"""Read deduplication markers back from ``ingest-dedup`` when raw partitions are assigned."""
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from services.common.kafka import make_reader
 from services.common.settings import Settings
-from services.ingest.dedupe import parse_marker
+from services.ingest.dedupe import Partition, parse_marker
 
 
 def read_markers(
-    settings: Settings, dedup_topic: str, partition: int, raw_topic: str, deadline_s: float = 60.0
-):
-    """(message_id, first_seen_ms) of ``raw_topic`` markers in one dedup partition, committed ones only.
+    settings: Settings, dedup_topic: str, wanted: set[Partition], deadline_s: float = 60.0
+) -> dict[Partition, list[tuple[str, int]]]:
+    """For each wanted (raw topic, partition): its committed markers as (message_id, first_seen_ms).
 
-    Reads up to the end of the partition as it is now. Records of an open transaction (a producer
-    killed mid-batch) hold the read back until that transaction is aborted — by our own
-    ``init_transactions`` on restart, or by the broker's transaction timeout.
+    One reader covers every dedup partition needed, read to its end as it is now. Records of an
+    open transaction (a producer killed mid-batch) hold the read back until that transaction is
+    aborted — by our own ``init_transactions`` on restart, or by the broker's transaction timeout.
     """
-    reader = make_reader(settings, **{"isolation.level": "read_committed", "enable.partition.eof": True})
+    found: dict[Partition, list[tuple[str, int]]] = defaultdict(list)
+    reader = make_reader(settings, **{"isolation.level": "read_committed"})
     try:
-        tp = TopicPartition(dedup_topic, partition, OFFSET_BEGINNING)
-        low, high = reader.get_watermark_offsets(tp, timeout=10)
-        if high <= low:
-            return []
-        reader.assign([tp])
-        entries: list[tuple[str, int]] = []
+        ends: dict[int, int] = {}
+        for partition in sorted({p for _, p in wanted}):
+            low, high = reader.get_watermark_offsets(TopicPartition(dedup_topic, partition), timeout=10)
+            if high > low:
+                ends[partition] = high
+        if not ends:
+            return found
+        reader.assign([TopicPartition(dedup_topic, p, OFFSET_BEGINNING) for p in ends])
         deadline = time.monotonic() + deadline_s
-        prefix = f"{raw_topic}|".encode()
-        while time.monotonic() < deadline:
-            for message in reader.consume(num_messages=5000, timeout=0.5):
+        while ends:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"dedup partitions {sorted(ends)} not readable to their end in {deadline_s}s"
+                )
+            for message in reader.consume(num_messages=5000, timeout=0.2):
                 if message.error():
                     continue
-                key = message.key() or b""
-                if key.startswith(prefix) and (parsed := parse_marker(key, message.value() or b"")):
-                    entries.append((parsed[1], parsed[2]))
-            position = reader.position([TopicPartition(dedup_topic, partition)])[0].offset
-            if position >= high:
-                return entries
-        raise TimeoutError(f"dedup partition {partition} not readable to its end within {deadline_s}s")
+                parsed = parse_marker(message.key() or b"", message.value() or b"")
+                if parsed and (parsed[0], message.partition()) in wanted:
+                    found[(parsed[0], message.partition())].append((parsed[1], parsed[2]))
+            positions = reader.position([TopicPartition(dedup_topic, p) for p in ends])
+            for tp in positions:
+                if tp.offset >= ends[tp.partition]:
+                    del ends[tp.partition]
+        return found
     finally:
         reader.close()

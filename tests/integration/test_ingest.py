@@ -198,3 +198,31 @@ def _count(metrics_text: str, name: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in metrics_text.splitlines() if line.startswith(name + "{")
     )
+
+
+@pytest.mark.integration
+def test_fix_definitions_then_replay_dead_letters(settings, ingest_env, tmp_path):
+    """An event refused as undeclared is listed by `dlq inspect`; after declaring it (reloaded
+    without restart), `dlq replay` feeds it through again and it comes out valid, once."""
+    from tests.helpers import tagstream
+
+    refused = r.event("Plan Changed", properties='{"plan":"fibre-500"}', message_id="late-declared")
+    refused["source"] = "backend"
+    env = {**ingest_env, "TAGSTREAM_INGEST_DEFINITIONS_RELOAD_S": "0.2"}
+    with ingest(env, tmp_path) as service:
+        produce_records(settings, EVENTS, [refused])
+        read_topic(settings, DEAD_LETTERS, 1)
+        inspected = tagstream("dlq", "inspect", "--reason", "undeclared_event", env=env)
+        assert inspected.returncode == 0, inspected.stderr
+        [line] = inspected.stdout.splitlines()
+        assert '"message_id": "late-declared"' in line and '"source_topic": "events"' in line
+
+        definitions = settings.data_dir / "event-definitions.yaml"
+        definitions.write_text(DEFINITIONS + "  - name: Plan Changed\n    properties: {plan: string}\n")
+        wait_until(
+            lambda: "tagstream_ingest_declared_events 2.0" in service.metrics(), what="definitions reloaded"
+        )
+        replayed = tagstream("dlq", "replay", "--reason", "undeclared_event", env=env)
+        assert replayed.stdout.strip() == "replayed 1 records", replayed.stderr
+        [(key, record)] = read_topic(settings, VALID_EVENTS, 1)
+        assert record["message_id"] == "late-declared" and key == b"install_id:dev-1"
