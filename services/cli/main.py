@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from services.cli import analytics as analytics_mod
 from services.cli import consume as consume_mod
 from services.cli import demo as demo_mod
 from services.cli import produce as produce_mod
@@ -30,6 +31,8 @@ stack_app = typer.Typer(help="The broker and every service, in the background.",
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 app.add_typer(stack_app, name="stack")
+app.command("report")(analytics_mod.report)
+app.command("query")(analytics_mod.query)
 
 err = Console(stderr=True, soft_wrap=True)  # never wrap: messages are grepped and copied
 
