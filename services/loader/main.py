@@ -195,7 +195,9 @@ def run() -> int:
     log.info("migrations applied", extra={"applied": applied})
     lock = threading.Lock()
     sink = ClickHouseSink(client, lock)
-    consumer = make_consumer(settings, settings.loader_group_id)
+    consumer = make_consumer(
+        settings, settings.loader_group_id, **{"session.timeout.ms": settings.loader_session_timeout_ms}
+    )
     producer = make_producer(settings)
     loader = Loader(settings, sink, consumer, producer)
     server = AnalyticsServer(settings.loader_host, settings.loader_port, client, lock, lambda: loader.ready)

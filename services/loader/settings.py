@@ -15,6 +15,12 @@ class LoaderSettings(Settings):
         default=50_000, gt=0, description="Flush a partition's batch at this size."
     )
     loader_group_id: str = Field(default="tagstream-loader", description="Kafka consumer group.")
+    loader_session_timeout_ms: int = Field(
+        default=45_000,
+        ge=6_000,
+        description="Kafka group session timeout: how soon a dead loader's "
+        "partitions move to another (or a restarted) loader.",
+    )
     loader_host: str = Field(default="127.0.0.1", description="Bind address of the health/analytics port.")
     loader_port: int = Field(default=9106, description="/metrics /healthz /readyz /reports /query; 0: free.")
     loader_ttl_days: int = Field(
