@@ -66,8 +66,8 @@ class Loader:
         self.consumer.subscribe(list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke)
         poll = min(0.5, self.settings.loader_flush_seconds / 4)
         while not stop.is_set:
-            for message in self.consumer.consume(num_messages=5000, timeout=poll):
-                self.ready = True
+            messages = self.consumer.consume(num_messages=5000, timeout=poll)
+            for message in messages:
                 if message.error():
                     if message.error().code() != KafkaError._PARTITION_EOF:
                         log.warning("consume error", extra={"error": str(message.error())})
@@ -85,7 +85,6 @@ class Loader:
             self.process(batch, stop)
 
     def _buffer(self, topic: str, partition: int, item: Item) -> None:
-        metrics.RECORDS.labels(topic).inc()
         self.batcher.add(topic, partition, item, time.monotonic())
         if (topic, partition) not in self._checked:
             self._checked.add((topic, partition))
@@ -130,6 +129,7 @@ class Loader:
             self.consumer.commit(
                 offsets=[TopicPartition(batch.topic, batch.partition, batch.last + 1)], asynchronous=False
             )
+        metrics.RECORDS.labels(batch.topic).inc(len(batch.items))
         loaded = sum(len(p.rows) for p in pending) - len(refused)
         metrics.ROWS.labels(route.table).inc(loaded)
         metrics.BATCHES.labels(route.table).inc()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RECORDS = Counter("tagstream_loader_records_total", "Records consumed, by topic.", ["topic"])
+RECORDS = Counter(
+    "tagstream_loader_records_total", "Records processed in committed batches, by topic.", ["topic"]
+)
 ROWS = Counter("tagstream_loader_rows_total", "Rows acknowledged by ClickHouse, by table.", ["table"])
 REJECTED = Counter(
     "tagstream_loader_rejected_total", "Records sent to dead letters, by step and reason.", ["step", "reason"]
