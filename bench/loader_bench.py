@@ -12,7 +12,8 @@ as Avro to ``tags.valid``, then in one process and one chDB data dir:
    inserting with dedup tokens and committing, timed from its first consumed record to its last
    commit (group join excluded).
 
-Prints both rates and their ratio (target ≥ 0.7). Only the ratio is meaningful across machines.
+Prints both rates and their ratio (target ≥ 0.7), then the lag from produce to queryable with
+a 1 s window, as a multiple of the window. Only ratios are meaningful across machines.
 """
 
 from __future__ import annotations
@@ -93,10 +94,51 @@ class TimedLoader(Loader):
             stop.set()
 
 
+LAG_WINDOW_SECONDS = 1.0
+
+
+def measure_lag(settings: LoaderSettings, client, serde: Serde, samples: int) -> list[float]:
+    """Produce one record at a time to a running loader (1 s window); time until a query sees it."""
+    settings = settings.model_copy(
+        update={
+            "topic_prefix": f"lag{uuid.uuid4().hex[:6]}-",
+            "loader_flush_seconds": LAG_WINDOW_SECONDS,
+            "loader_group_id": f"lag-{uuid.uuid4().hex[:6]}",
+        }
+    )
+    ensure_topics(settings, [VALID_TAGS])
+    sink, stop = ClickHouseSink(client), StopFlag()
+    consumer, producer = make_consumer(settings, settings.loader_group_id), make_producer(settings)
+    loader = Loader(settings, sink, consumer, producer)
+    thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
+    thread.start()
+    name, lags = topic_name(VALID_TAGS, settings), []
+    for i, record in enumerate(records(samples + 1)):
+        record["message_id"] = f"lag-{i}"
+        producer.produce(name, value=serde.encode("tag_hit", record), key=record_key(record))
+        producer.flush(10)
+        sent = time.perf_counter()
+        while True:
+            with sink.lock:
+                seen = client.query(f"SELECT count() FROM tags WHERE message_id = 'lag-{i}'").result_rows[0][
+                    0
+                ]
+            if seen:
+                break
+            time.sleep(0.02)
+        if i:  # the first one includes the consumer group join
+            lags.append(time.perf_counter() - sent)
+    stop.set()
+    thread.join(30)
+    consumer.close()
+    return lags
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=10_000, help="loader flush rows (and direct batch size)")
+    parser.add_argument("--lag-samples", type=int, default=10, help="records timed produce -> queryable")
     parser.add_argument("--profile", action="store_true", help="print where the loader spends its time")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="loader-bench-"))
@@ -150,11 +192,19 @@ def main() -> None:
         assert client.query("SELECT count() FROM tags").result_rows[0][0] == args.rows
         end_to_end = args.rows / (loader.last - loader.first)
         direct = max(direct, insert_direct())  # before and after: the best of two, on a shared machine
+        lags = measure_lag(settings, client, serde, samples=args.lag_samples)
         client.close()
         print(f"rows: {args.rows}, batch: {args.batch}")
         print(f"direct insert from Python: {direct:,.0f} rows/s")
         print(f"loader end to end:         {end_to_end:,.0f} rows/s")
         print(f"ratio loader/direct:       {end_to_end / direct:.2f} (target >= 0.7)")
+        lags.sort()
+        window = LAG_WINDOW_SECONDS
+        print(
+            f"produce -> queryable lag at a {window:g} s window: "
+            f"median {lags[len(lags) // 2] / window:.2f}x, max {lags[-1] / window:.2f}x the window "
+            f"({len(lags)} records)"
+        )
     finally:
         if broker:
             broker.stop()
