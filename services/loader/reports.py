@@ -115,6 +115,23 @@ SELECT multiIf(seconds < 60, '0-1m', seconds < 300, '1-5m', seconds < 900, '5-15
 FROM sessions GROUP BY length ORDER BY min(seconds)""",
         ),
         Report(
+            "recency_frequency",
+            "Persons by days since last activity (to --until, else now) and by active days.",
+            f"""WITH {_ACTIVITY},
+per_person AS (
+  SELECT person,
+    dateDiff('day', toDate(max(event_time)), toDate(if({{until:DateTime64(3, 'UTC')}} >= '2199-01-01',
+      now64(3), {{until:DateTime64(3, 'UTC')}}))) AS days_since,
+    uniqExact(toDate(event_time)) AS active_days
+  FROM activity GROUP BY person)
+SELECT multiIf(days_since <= 1, '0-1d', days_since <= 7, '2-7d', days_since <= 30, '8-30d', '31d+')
+    AS recency,
+  multiIf(active_days = 1, '1 day', active_days <= 3, '2-3 days', active_days <= 7, '4-7 days', '8+ days')
+    AS frequency,
+  count() AS persons
+FROM per_person GROUP BY recency, frequency ORDER BY min(days_since), min(active_days)""",
+        ),
+        Report(
             "locations",
             "Entries, exits, unique visitors and average dwell (enter → exit) per location per day.",
             f"""WITH transitions AS (

@@ -167,6 +167,15 @@ class TestReports:
             ("15-30m", 1, 1200.0),  # alice 10:00 -> 10:05 -> 10:20
         ]
 
+    def test_recency_frequency(self, client):
+        """Days from the last activity to the --until day, crossed with the number of active days."""
+        assert rows(client, "recency_frequency", until=at(25, 0)) == [
+            ("0-1d", "1 day", 1),  # carol: 24th, 1 day
+            ("2-7d", "2-3 days", 1),  # alice: 23rd, 16th and 23rd
+            ("8-30d", "1 day", 2),  # dan, erin: 17th
+            ("8-30d", "2-3 days", 1),  # bob: 16th and 17th
+        ]
+
     def test_locations(self, client):
         """Entries, exits, visitors and mean enter→exit dwell per location per day; GPS is no visit."""
         assert rows(client, "locations") == [
