@@ -187,6 +187,29 @@ ENGINE = ReplacingMergeTree(created_at) ORDER BY (topic, partition, first_offset
 TTL toDateTime(created_at) + INTERVAL 30 DAY"""
         ],
     ),
+    Migration(
+        "0010_devices",
+        [
+            # Latest known state of each device, derived from profile updates carrying a device.
+            """CREATE TABLE IF NOT EXISTS devices (
+    install_id String,
+    app_id LowCardinality(String),
+    platform LowCardinality(String),
+    os_version LowCardinality(String),
+    app_version LowCardinality(String),
+    model LowCardinality(String),
+    push_token Nullable(String),
+    push_enabled Nullable(Bool),
+    identity_key String,
+    updated_at DateTime64(3, 'UTC'))
+ENGINE = ReplacingMergeTree(updated_at) ORDER BY install_id""",
+            """CREATE MATERIALIZED VIEW IF NOT EXISTS devices_mv TO devices AS
+SELECT assumeNotNull(install_id) AS install_id, app_id, device_platform AS platform,
+    device_os_version AS os_version, device_app_version AS app_version, device_model AS model,
+    push_token, push_enabled, identity_key, event_time AS updated_at
+FROM profile_updates WHERE install_id IS NOT NULL AND device_platform != ''""",
+        ],
+    ),
 )
 
 

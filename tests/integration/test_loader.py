@@ -195,6 +195,9 @@ def test_known_input_lands_in_every_table_and_bad_records_become_dead_letters(se
         ["pu-2", "depersonalize", [], "", None],
         ["pu-3", "alias", [], "", None],
     ]
+    assert loader.query("SELECT install_id, platform, app_version, push_enabled FROM devices FINAL") == [
+        ["dev-1", "ios", "5.2.0", True]  # derived from pu-1, the only update carrying a device
+    ]
     letters = loader.query(
         "SELECT service, step, reason, source_topic, position(message, 'latitude') > 0 "
         "FROM dead_letters ORDER BY service, reason"
