@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import shutil
 import socket
 import tempfile
 import threading
@@ -208,6 +209,7 @@ def main() -> None:
     finally:
         if broker:
             broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
