@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from services.cli import analytics as analytics_mod
 from services.cli import consume as consume_mod
 from services.cli import demo as demo_mod
 from services.cli import produce as produce_mod
@@ -36,6 +37,8 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(registry_app, name="registry")
 app.add_typer(import_app, name="import")
+app.command("report")(analytics_mod.report)
+app.command("query")(analytics_mod.query)
 
 err = Console(stderr=True, soft_wrap=True)  # never wrap: messages are grepped and copied
 

@@ -1,0 +1,218 @@
+"""The loader service: every loadable topic → its ClickHouse table, in exactly-once batches.
+
+One batch = a contiguous offset range of one partition, flushed every
+``TAGSTREAM_LOADER_FLUSH_SECONDS`` or at ``TAGSTREAM_LOADER_FLUSH_ROWS``. Its path:
+
+    decode            Avro → record (undecodable → dead letter)
+    convert           record → row(s) of the route's table (rows.py; failure → dead letter)
+    record intent     (topic, partition, first, last) into loader_batches
+    insert            with insert_deduplication_token "topic:partition:first-last"; rows
+                      ClickHouse refuses are isolated by halving (sink.py) → dead letters
+    dead letters      produced and acknowledged
+    commit            offset last+1, only now
+
+A crash anywhere before the commit replays the range; the intent log cuts the replayed batch at
+the same offsets, so its inserts carry the same tokens and ClickHouse drops what it already has.
+Records of ``dead-letters`` that cannot load are logged and counted, never re-dead-lettered
+(that would loop).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from services.common.clickhouse import client_for
+from services.common.kafka import make_consumer, make_producer
+from services.common.logs import configure_logging, get_logger
+from services.common.runtime import StopFlag
+from services.common.serde import Serde, SerdeError
+from services.common.steps import Rejection, SourcePosition, dead_letter
+from services.common.topics import DEAD_LETTERS, topic_name
+from services.loader import ddl, metrics
+from services.loader.analytics import api_file
+from services.loader.api import AnalyticsServer
+from services.loader.batcher import Batch, Batcher, Item
+from services.loader.rows import ROUTES, ConversionError, Route
+from services.loader.settings import LoaderSettings
+from services.loader.sink import ClickHouseSink, Pending, SinkUnavailable
+
+log = get_logger("tagstream.loader")
+SERVICE = "loader"
+
+
+class Loader:
+    def __init__(
+        self, settings: LoaderSettings, sink: ClickHouseSink, consumer: Consumer, producer: Producer
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.consumer = consumer
+        self.producer = producer
+        self.serde = Serde(registry_url=settings.schema_registry_url)
+        self.routes: dict[str, Route] = {topic_name(r.topic, settings): r for r in ROUTES}
+        self.dead_letter_topic = topic_name(DEAD_LETTERS, settings)
+        self.batcher = Batcher(settings.loader_flush_seconds, settings.loader_flush_rows)
+        self._checked: set[tuple[str, int]] = set()  # partitions whose replay boundary is known
+        self.ready = False
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, stop: StopFlag) -> None:
+        self.consumer.subscribe(list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        poll = min(0.5, self.settings.loader_flush_seconds / 4)
+        while not stop.is_set:
+            messages = self.consumer.consume(num_messages=5000, timeout=poll)
+            for message in messages:
+                if message.error():
+                    if message.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("consume error", extra={"error": str(message.error())})
+                    continue
+                self._buffer(
+                    message.topic(),
+                    message.partition(),
+                    Item(message.offset(), message.key(), message.value()),
+                )
+            self.ready = True
+            for batch in self.batcher.due(time.monotonic()):
+                self.process(batch, stop)
+            metrics.BUFFERED.set(len(self.batcher))
+        for batch in self.batcher.drain(time.monotonic()):  # SIGTERM: finish, commit, close
+            self.process(batch, stop)
+
+    def _buffer(self, topic: str, partition: int, item: Item) -> None:
+        self.batcher.add(topic, partition, item, time.monotonic())
+        if (topic, partition) not in self._checked:
+            self._checked.add((topic, partition))
+            boundary = self.sink.pending_boundary(topic, partition, item.offset)
+            if boundary is not None:
+                log.info("replaying batch", extra={"topic": topic, "partition": partition, "last": boundary})
+                self.batcher.set_boundary(topic, partition, boundary)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._checked.difference_update((p.topic, p.partition) for p in partitions)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Uncommitted buffers are dropped: the next owner replays them from the committed offset.
+        tps = [(p.topic, p.partition) for p in partitions]
+        self.batcher.drop(tps)
+        self._checked.difference_update(tps)
+
+    # -- one batch, top to bottom -----------------------------------------------------------
+    def process(self, batch: Batch, stop: StopFlag) -> None:
+        route = self.routes[batch.topic]
+        with metrics.FLUSH_SECONDS.time():
+            pending, rejections = self.convert(route, batch)
+            while True:  # ClickHouse away: retry the same batch (same tokens), never skip it
+                try:
+                    self.sink.record_intent(batch.topic, batch.partition, batch.first, batch.last)
+                    refused = self.sink.load(
+                        route.table, route.columns, batch.topic, batch.partition, pending
+                    )
+                    break
+                except SinkUnavailable as exc:
+                    metrics.SINK_RETRIES.inc()
+                    log.warning("clickhouse unavailable", extra={"error": str(exc), "token": batch.token})
+                    if stop.wait(2.0):
+                        return  # not committed: the next run replays this batch
+            self._test_kill_hook()
+            by_offset = {item.offset: item for item in batch.items}
+            for r in refused:
+                rejections.append(
+                    (by_offset[r.offset], Rejection("clickhouse_rejected", r.message, "insert"))
+                )
+            self.send_dead_letters(batch, rejections)
+            self.consumer.commit(
+                offsets=[TopicPartition(batch.topic, batch.partition, batch.last + 1)], asynchronous=False
+            )
+        metrics.RECORDS.labels(batch.topic).inc(len(batch.items))
+        loaded = sum(len(p.rows) for p in pending) - len(refused)
+        metrics.ROWS.labels(route.table).inc(loaded)
+        metrics.BATCHES.labels(route.table).inc()
+        log.info("batch committed", extra={"token": batch.token, "rows": loaded, "rejected": len(rejections)})
+
+    def convert(self, route: Route, batch: Batch) -> tuple[list[Pending], list[tuple[Item, Rejection]]]:
+        pending: list[Pending] = []
+        rejections: list[tuple[Item, Rejection]] = []
+        for item in batch.items:
+            try:
+                record_type, record = self.serde.decode(item.value)
+            except SerdeError as exc:
+                rejections.append((item, Rejection("undecodable", str(exc), "decode")))
+                continue
+            if record_type != route.topic.record_type:
+                message = f"{record_type} record on a {route.topic.record_type} topic"
+                rejections.append((item, Rejection("unexpected_type", message, "decode")))
+                continue
+            try:
+                pending.append(Pending(item.offset, route.rows(record)))
+            except ConversionError as exc:
+                rejections.append((item, Rejection("unconvertible", str(exc), "convert")))
+        return pending, rejections
+
+    def send_dead_letters(self, batch: Batch, rejections: list[tuple[Item, Rejection]]) -> None:
+        if not rejections:
+            return
+        for item, rejection in rejections:
+            metrics.REJECTED.labels(rejection.step, rejection.reason).inc()
+            if batch.topic == self.dead_letter_topic:  # never dead-letter a dead letter: it would loop
+                log.error(
+                    "dead letter not loadable", extra={"offset": item.offset, "reason": rejection.reason}
+                )
+        if batch.topic == self.dead_letter_topic:
+            return
+        failures: list[str] = []
+        for item, rejection in rejections:
+            source = SourcePosition(batch.topic, batch.partition, item.offset, item.key, item.value)
+            record = dead_letter(SERVICE, rejection.step, rejection, source)
+            self.producer.produce(
+                self.dead_letter_topic,
+                value=self.serde.encode("dead_letter", record, topic=self.dead_letter_topic, check=False),
+                key=item.key,
+                on_delivery=lambda err, _msg: err and failures.append(str(err)),
+            )
+        self.producer.flush(30.0)
+        if failures or len(self.producer):
+            # Not committing: the batch replays and its dead letters are produced again.
+            raise RuntimeError(f"dead letters not acknowledged: {failures[:1] or 'flush timed out'}")
+
+    def _test_kill_hook(self) -> None:
+        if self.settings.loader_test_kill_after_insert:
+            log.warning("test hook: SIGKILL after insert, before commit")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run() -> int:
+    settings = LoaderSettings()
+    configure_logging(SERVICE, settings.log_level)
+    stop = StopFlag().install()
+    client = client_for(settings)
+    applied = ddl.apply(client, settings.loader_ttl_days)
+    log.info("migrations applied", extra={"applied": applied})
+    lock = threading.Lock()
+    sink = ClickHouseSink(client, lock)
+    consumer = make_consumer(
+        settings, settings.loader_group_id, **{"session.timeout.ms": settings.loader_session_timeout_ms}
+    )
+    producer = make_producer(settings)
+    loader = Loader(settings, sink, consumer, producer)
+    server = AnalyticsServer(settings.loader_host, settings.loader_port, client, lock, lambda: loader.ready)
+    server.start()
+    marker = api_file(settings)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"url": server.url, "pid": os.getpid()}))
+    log.info("loader started", extra={"api": server.url, "topics": list(loader.routes)})
+    try:
+        loader.run(stop)
+    finally:
+        marker.unlink(missing_ok=True)
+        server.stop()
+        consumer.close()
+        producer.flush(10.0)
+        client.close()
+        log.info("loader stopped")
+    return 0

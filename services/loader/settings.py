@@ -1,0 +1,33 @@
+"""Loader configuration (``TAGSTREAM_LOADER_*``), on top of the shared settings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.common.settings import Settings
+
+
+class LoaderSettings(Settings):
+    loader_flush_seconds: float = Field(
+        default=60.0, gt=0, description="Flush a partition's batch this long after its first record."
+    )
+    loader_flush_rows: int = Field(
+        default=50_000, gt=0, description="Flush a partition's batch at this size."
+    )
+    loader_group_id: str = Field(default="tagstream-loader", description="Kafka consumer group.")
+    loader_session_timeout_ms: int = Field(
+        default=45_000,
+        ge=6_000,
+        description="Kafka group session timeout: how soon a dead loader's "
+        "partitions move to another (or a restarted) loader.",
+    )
+    loader_host: str = Field(default="127.0.0.1", description="Bind address of the health/analytics port.")
+    loader_port: int = Field(default=9106, description="/metrics /healthz /readyz /reports /query; 0: free.")
+    loader_ttl_days: int = Field(
+        default=0, ge=0, description="Drop rows older than this many days (event time); 0 keeps everything."
+    )
+    loader_test_kill_after_insert: bool = Field(
+        default=False,
+        description="TESTS ONLY: SIGKILL this process right after the first acknowledged insert, before "
+        "the offset commit, to prove a replay loads nothing twice.",
+    )

@@ -1,0 +1,64 @@
+"""The ClickHouse sink on the real engine (chDB): deduplicated retries and isolating refused rows."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.common.clickhouse import connect
+from services.loader import ddl
+from services.loader.rows import ROUTES
+from services.loader.sink import ClickHouseSink, Pending
+
+LOCATIONS = next(r for r in ROUTES if r.table == "locations")
+
+
+def location(n: int, latitude: float) -> Pending:
+    record = {
+        "message_id": f"loc-{n}",
+        "event_time": datetime(2026, 11, 20, 11, n, tzinfo=UTC),
+        "identity": {"install_id": "dev-1"},
+        "kind": "gps",
+        "latitude": latitude,
+        "longitude": -6.26,
+    }
+    return Pending(100 + n, LOCATIONS.rows(record))
+
+
+@pytest.fixture
+def sink(chdb_dsn):
+    client = connect(chdb_dsn)
+    ddl.apply(client)
+    yield ClickHouseSink(client)
+    client.close()
+
+
+def count(sink: ClickHouseSink) -> int:
+    return sink.client.query("SELECT count() FROM locations").result_rows[0][0]
+
+
+@pytest.mark.integration
+class TestClickHouseSink:
+    def test_a_retried_batch_is_stored_once(self, sink):
+        """The same offset range inserted twice (a crash before the commit) leaves one copy."""
+        batch = [location(n, 53.0) for n in range(5)]
+        for _ in range(2):
+            assert sink.load(LOCATIONS.table, LOCATIONS.columns, "locations.valid", 3, batch) == []
+        assert count(sink) == 5
+
+    def test_a_refused_row_is_isolated_and_the_rest_loads_once_even_when_retried(self, sink):
+        """One impossible latitude is rejected with ClickHouse's reason; its neighbours load, and a
+        replay of the whole batch (same tokens for the same halves) adds nothing."""
+        batch = [location(n, 123.0 if n == 3 else 53.0) for n in range(7)]
+        for _ in range(2):
+            (rejected,) = sink.load(LOCATIONS.table, LOCATIONS.columns, "locations.valid", 0, batch)
+            assert rejected.offset == 103
+            assert "latitude_range" in rejected.message
+            assert "123" not in rejected.message  # the offending value is not echoed
+        assert count(sink) == 6
+
+    def test_the_replay_boundary_is_the_last_recorded_intent(self, sink):
+        """The intent log answers where a batch that started at an offset ended."""
+        sink.record_intent("tags.valid", 2, 10, 19)
+        assert sink.pending_boundary("tags.valid", 2, 10) == 19
+        assert sink.pending_boundary("tags.valid", 2, 20) is None
+        assert sink.pending_boundary("tags.valid", 1, 10) is None
