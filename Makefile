@@ -26,9 +26,12 @@ lint: $(STAMP)
 test: jars lint
 	$(BIN)/pytest
 
+# The demo flushes the loader every 5 s (default 60 s) and gives the collector a write key.
+DEMO_ENV := TAGSTREAM_LOADER_FLUSH_SECONDS=5 TAGSTREAM_COLLECTOR_WRITE_KEYS=demo-key=demo
+
 run: jars
-	$(BIN)/tagstream stack up
-	$(BIN)/tagstream demo
+	$(DEMO_ENV) $(BIN)/tagstream stack up
+	$(DEMO_ENV) $(BIN)/tagstream demo
 
 stop: $(STAMP)
 	$(BIN)/tagstream stack down

@@ -1,43 +1,154 @@
-"""``tagstream demo``: feed the example records through the running stack and show what arrives.
+"""``tagstream demo``: feed a synthetic population through the running stack and show results.
 
-Later services extend what it prints; today it shows the raw topics round-tripping.
+Steps, each announced: generate and produce a seeded population to the raw topics; send a few
+calls through the HTTP collector the way an SDK would; wait (with progress and a deadline) until
+the loader has every valid record in ClickHouse; print what arrived, what was refused and why,
+and a few of the reports analysts use.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
-from services.cli import consume as consume_mod
-from services.cli import produce as produce_mod
-from services.common.jsonform import JsonForm
-from services.common.serde import Serde, SerdeError
-from services.common.settings import REPO_ROOT, Settings
-from services.common.topics import RAW_TOPICS, topic_name
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-EXAMPLES = REPO_ROOT / "tests" / "data" / "records"
+from services.common.settings import Settings
+from services.generator.output import produce_items
+from services.generator.population import GeneratorConfig, PopulationGenerator
+
+TABLE_FOR_TOPIC = {
+    "tags": "tags",
+    "events": "events",
+    "locations": "locations",
+    "delivery-receipts": "message_events",
+    "profile-updates": "profile_updates",
+}
 
 
-def run_demo(settings: Settings, say: Callable[[str], object]) -> None:
-    serde = Serde(registry_url=settings.schema_registry_url)
-    form = JsonForm()
-    for spec in RAW_TOPICS:
-        name = topic_name(spec, settings)
-        records, _bad = produce_mod.prepare(
-            EXAMPLES / f"{spec.record_type}.jsonl", spec.record_type, name, serde, form
+def _progress(console: Console, label: str) -> Progress:
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _collector_calls(settings: Settings, say: Callable[[str], object]) -> int:
+    """A Segment-style track and a tag through the collector, if it runs with a write key."""
+    from services.ingest.collector.settings import CollectorSettings, load_write_keys
+
+    collector = CollectorSettings()
+    keys = load_write_keys(collector)
+    if not keys:
+        say("collector: no write key configured (TAGSTREAM_COLLECTOR_WRITE_KEYS), skipping HTTP calls")
+        return 0
+    key = next(iter(keys))
+    base = f"http://{collector.collector_host}:{collector.collector_port}"
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    calls = [
+        (
+            "/v1/track",
+            {
+                "event": "Demo Viewed",
+                "anonymousId": "demo-visitor",
+                "messageId": f"demo-t-{now}",
+                "timestamp": now,
+                "properties": {"page": "/offers"},
+            },
+        ),
+        (
+            "/v1/tag",
+            {
+                "name": "journeyform_destination",
+                "value": "New York",
+                "installId": "demo-device",
+                "messageId": f"demo-g-{now}",
+                "timestamp": now,
+            },
+        ),
+    ]
+    sent = 0
+    for path, body in calls:
+        try:
+            response = httpx.post(base + path, json=body, auth=(key, ""), timeout=10)
+        except httpx.HTTPError as exc:
+            say(f"collector: {path} failed: {exc}")
+            continue
+        say(f"collector: POST {path} -> {response.status_code}")
+        sent += response.status_code == 200
+    return sent
+
+
+def _loaded(analytics: Any) -> dict[str, int]:
+    counts = {}
+    for topic, table in TABLE_FOR_TOPIC.items():
+        counts[topic] = int(analytics.query(f"SELECT count() FROM {table}").rows[0][0])
+    return counts
+
+
+def run_demo(
+    settings: Settings, console: Console, persons: int = 200, seed: int = 7, timeout_s: float = 600
+) -> None:
+    from services.loader.analytics import Analytics
+
+    say = console.print
+    now_ms = int(time.time() * 1000)
+    items = PopulationGenerator(
+        GeneratorConfig(persons=persons, seed=seed, now_ms=now_ms, days=20)
+    ).generate()
+    say(
+        f"1. generated {len(items)} records for {persons} persons (seed {seed}), "
+        "including late, duplicated and bad ones"
+    )
+    with _progress(console, "   producing") as progress:
+        task = progress.add_task("produce", total=len(items))
+        summary = produce_items(settings, items, on_delivered=lambda n: progress.advance(task, n))
+    say(
+        f"   expected after ingest: {summary['valid_unique']} valid records, "
+        f"{sum(summary['expected_dead_letters'].values())} dead letters, "
+        f"{summary['duplicates']} duplicates dropped"
+    )
+
+    say("2. HTTP collector")
+    _collector_calls(settings, say)
+
+    say("3. waiting for the loader to have every valid record in ClickHouse")
+    analytics = Analytics(settings)
+    expected = summary["valid_unique_per_topic"]
+    total = sum(expected.values())
+    deadline = time.monotonic() + timeout_s
+    with _progress(console, "   loaded") as progress:
+        task = progress.add_task("load", total=total)
+        while True:
+            counts = _loaded(analytics)
+            progress.update(task, completed=sum(min(counts[t], expected.get(t, 0)) for t in counts))
+            if all(counts[t] >= expected.get(t, 0) for t in counts):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not everything loaded after {timeout_s:.0f}s: {counts} of {expected}")
+            time.sleep(1.0)  # polling ClickHouse for a human watching; not a readiness check
+    for topic, table in TABLE_FOR_TOPIC.items():
+        say(
+            f"   {table:16} {counts[topic]:6d} rows (generated: {expected.get(topic, 0)} valid, "
+            "plus collector calls)"
         )
-        produce_mod.produce_all(settings, name, records)
-        say(f"produced {len(records)} example {spec.record_type} records to {name}")
-    for spec in RAW_TOPICS:
-        name = topic_name(spec, settings)
-        items = list(
-            consume_mod.consume(settings, name, serde, from_beginning=True, max_records=None, timeout_s=1.0)
-        )
-        decoded = [item for item in items if not isinstance(item, SerdeError)]
-        latest = _summary(decoded[-1]) if decoded else "-"
-        say(f"{name}: {len(decoded)} records on the topic (latest: {latest})")
 
+    say("4. dead letters by reason (tagstream dlq inspect --summary)")
+    for reason, n in analytics.query(
+        "SELECT reason, count() FROM dead_letters GROUP BY reason ORDER BY reason"
+    ).rows:
+        say(f"   {reason:20} {n}")
 
-def _summary(item: tuple[str, dict]) -> str:
-    kind, record = item
-    label = record.get("name") or record.get("status") or record.get("action") or record.get("kind") or ""
-    return f"{kind} {record['message_id']} {label}".strip()
+    say("5. reports (tagstream report NAME)")
+    for name in ("tags", "campaigns", "locations"):
+        result = analytics.report(name)
+        say(f"   {name}: {', '.join(result.columns)}")
+        for row in result.rows[:5]:
+            say("     " + " | ".join("" if v is None else str(v) for v in row))

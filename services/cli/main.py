@@ -239,9 +239,12 @@ def stack_status() -> None:
 
 
 @app.command()
-def demo() -> None:
-    """Feed example records into the running stack and show what comes out."""
-    demo_mod.run_demo(_settings(), say=err.print)
+def demo(
+    persons: Annotated[int, typer.Option(help="Size of the synthetic population.")] = 200,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 7,
+) -> None:
+    """Feed a synthetic population into the running stack and show what comes out."""
+    demo_mod.run_demo(_settings(), err, persons=persons, seed=seed)
     err.print("stack is running: `make status` lists processes and logs, `make stop` stops everything")
 
 
