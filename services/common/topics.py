@@ -52,7 +52,15 @@ VALID_TOPIC_FOR_RAW = dict(zip(RAW_TOPICS, VALID_TOPICS, strict=True))
 # Every service writes what it cannot process here, with a reason (schemas/dead_letter.avsc).
 DEAD_LETTERS = TopicSpec("dead-letters", "dead_letter", partitions=3, retention_ms=30 * DAY_MS)
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (*RAW_TOPICS, *VALID_TOPICS, DEAD_LETTERS)
+# Enricher: identity stage input (one partition: the identity directory is global, see
+# docs/design.md), the person stage input (keyed by person id), and its outputs.
+ENRICHER_IDENTITY = TopicSpec("enricher.identity", None, partitions=1)
+ENRICHER_ROUTED = TopicSpec("enricher.routed", "enriched_event")
+ENRICHED = TopicSpec("enriched", "enriched_event")
+PROFILES = TopicSpec("profiles", "profile", cleanup_policy="compact", retention_ms=-1)
+ENRICHER_TOPICS: tuple[TopicSpec, ...] = (ENRICHER_IDENTITY, ENRICHER_ROUTED, ENRICHED, PROFILES)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (*RAW_TOPICS, *VALID_TOPICS, DEAD_LETTERS, *ENRICHER_TOPICS)
 
 RAW_TOPIC_BY_NAME = {spec.name: spec for spec in RAW_TOPICS}
 TOPIC_BY_NAME = {spec.name: spec for spec in ALL_TOPICS}
