@@ -159,9 +159,9 @@ def _attribute(p: dict[str, Any], record: dict[str, Any]) -> None:
 
 def _receipt(p: dict[str, Any], record: dict[str, Any], t: int) -> None:
     status, channel = record["status"], record["channel"]
-    if status in ("opened", "open"):
+    if status in ("opened", "open", "read"):
         p["last_open"][channel] = max(t, p["last_open"].get(channel, t))
-    if status in ("clicked", "click"):
+    if status in ("clicked", "link_clicked"):
         p["last_click"][channel] = max(t, p["last_click"].get(channel, t))
         for name, value in parse_qsl(urlsplit(record.get("link_url") or "").query):
             if name.startswith("update-") and len(name) > 7:

@@ -135,3 +135,42 @@ def test_kill_9_and_restart_keeps_state(enricher: Enricher, topics: Topics, sett
     assert after["session_count"] == 1  # the session continued: no second session_start
     assert [a["value"] for a in after["attributes"] if a["name"] == "first_name"] == ["Kay"]
     assert [e["kind"] for e in topics.enriched[person]].count("geofence_entered") == 1
+
+
+def test_two_instances_share_the_work_and_survive_losing_one(
+    settings: Settings, topics: Topics, tmp_path: Path
+):
+    """A second instance joins, the first is killed; every person keeps one session and its attributes."""
+    devices = [f"dev-{i}" for i in range(8)]
+    first = Enricher(settings, tmp_path / "a.log").start()
+    second = Enricher(settings.model_copy(update={"data_dir": tmp_path / "b"}), tmp_path / "b.log")
+    try:
+        for i, dev in enumerate(devices):
+            topics.send(
+                "event", event(f"{dev}-login", T0, "personalize", install_id=dev, external_user_id=f"u{i}")
+            )
+            topics.send(
+                "profile_update", update(f"{dev}-name", T0 + 1, {"first_name": f"N{i}"}, install_id=dev)
+            )
+        topics.wait(lambda: len([p for p in topics.profiles.values() if p["attributes"]]) == 8, "8 profiles")
+        second.start()
+        for dev in devices:
+            topics.send("tag_hit", tag(f"{dev}-t1", T0 + 5_000, "joined", install_id=dev))
+        topics.wait(
+            lambda: len([p for p in topics.profiles.values() if "joined" in p["tags"]]) == 8, "joined"
+        )
+        first.kill()
+        for dev in devices:
+            topics.send("tag_hit", tag(f"{dev}-t2", T0 + 10_000, "after-kill", install_id=dev))
+        topics.wait(
+            lambda: len([p for p in topics.profiles.values() if "after-kill" in p["tags"]]) == 8, "after"
+        )
+    finally:
+        first.stop()
+        second.stop()
+    for i in range(8):
+        profile = topics.profile_with(external_user_id=f"u{i}")
+        assert profile["session_count"] == 1
+        assert [a["value"] for a in profile["attributes"]] == [f"N{i}"]
+        kinds = [e["kind"] for e in topics.enriched[profile["person_id"]]]
+        assert kinds.count("session_start") == 1
