@@ -43,7 +43,7 @@ def apply(
     if kind == "merge":
         return _hand_over(state, env)
     if kind == "absorb":
-        return _absorb(state, env)
+        return _absorb(state, env, cfg)
     outputs: list[Output] = []
     p = state["profile"]
     prof.seen(p, t)
@@ -225,10 +225,12 @@ def _hand_over(state: dict[str, Any], env: dict[str, Any]) -> tuple[dict[str, An
     return state, [("routed", absorb), ("profile", prof.to_record(state["profile"], source))]
 
 
-def _absorb(state: dict[str, Any], env: dict[str, Any]) -> tuple[dict[str, Any], list[Output]]:
+def _absorb(
+    state: dict[str, Any], env: dict[str, Any], cfg: PersonConfig
+) -> tuple[dict[str, Any], list[Output]]:
     target, source = env["person_id"], env["details"]["merged_from"]
     other = json.loads(env["details"]["state"])
-    prof.merge(state["profile"], other["profile"])
+    prof.merge(state["profile"], other["profile"], cfg.max_devices)
     for key in ("launch", "geo"):
         state[key] = {**other[key], **state[key]}
     if state["sess"] is None:
