@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -38,6 +39,13 @@ class Enricher:
             )
         return self
 
+    def health_port(self) -> int | None:
+        """The port the health server picked (port 0), read from the service's JSON log."""
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("{") and '"health_port"' in line:
+                return int(json.loads(line)["health_port"])
+        return None
+
     def kill(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -70,6 +78,10 @@ class Topics:
         name = topic_name(VALID_BY_TYPE[record_type], self.settings)
         for record in records:
             self.producer.produce(name, key=record_key(record), value=self.serde.encode(record_type, record))
+        self.producer.flush(30)
+
+    def send_raw(self, record_type: str, key: bytes, value: bytes) -> None:
+        self.producer.produce(topic_name(VALID_BY_TYPE[record_type], self.settings), key=key, value=value)
         self.producer.flush(30)
 
     def poll(self) -> None:

@@ -7,10 +7,12 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.common.settings import Settings
 from tests.enricher_records import T0, event, gps, tag, update
+from tests.helpers import wait_until
 from tests.integration.enricher_harness import Enricher, Topics
 
 pytestmark = pytest.mark.integration
@@ -67,17 +69,21 @@ def test_lifecycle_merge_logout_conflict_and_late_update(enricher: Enricher, top
     topics.send("tag_hit", tag("a-after", T0 + 60_000, "after-logout", install_id="phone"))
     anon = topics.wait(lambda: topics.profile_with(tags={"after-logout": ""}), "post-logout person")
     assert anon["person_id"] != known and anon["external_user_id"] is None
-    # Conflict: a login naming u1 and an email owned by someone else is refused, with a reason.
+    # Conflict: a login naming u1 and an email owned by someone else is refused, with a reason;
+    # bytes that are not a record become a dead letter too, and neither blocks the partition.
     topics.send("event", event("c-login", T0, "personalize", install_id="laptop", email="z@x.io"))
+    topics.send_raw("event", b"install_id:desk", b"not avro")
     topics.send(
         "event", event("d-login", T0, "personalize", install_id="desk", external_user_id="u1", email="z@x.io")
     )
-    letter = topics.wait(lambda: topics.dead and topics.dead[0], "a dead letter")
-    assert (letter["reason"], letter["message_id"], letter["service"]) == (
-        "identity_conflict",
-        "d-login",
-        "enricher",
-    )
+    topics.send("tag_hit", tag("d-after", T0 + 1, "still-flowing", install_id="desk"))
+    topics.wait(lambda: topics.profile_with(tags={"still-flowing": ""}), "records after the dead letters")
+    letters = topics.wait(lambda: len(topics.dead) >= 2 and topics.dead, "two dead letters")
+    assert sorted((d["reason"], d["service"]) for d in letters) == [
+        ("identity_conflict", "enricher"),
+        ("undecodable", "enricher"),
+    ]
+    assert [d["message_id"] for d in letters if d["reason"] == "identity_conflict"] == ["d-login"]
 
 
 def test_launch_dedup_sessions_and_geofence_point_stream(enricher: Enricher, topics: Topics):
@@ -96,6 +102,9 @@ def test_launch_dedup_sessions_and_geofence_point_stream(enricher: Enricher, top
         *(gps(f"g{i}", T0 + dt, 53.3498 + dlat, -6.2603, **dev) for i, (dt, dlat) in enumerate(points)),
     )
     person = topics.wait(lambda: topics.profile_with(session_count=2), "two sessions")["person_id"]
+    port = wait_until(lambda: enricher.health_port(), what="health port in the log")
+    assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    assert "enricher_records_total" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
     kinds = lambda: [e["kind"] for e in topics.enriched[person]]  # noqa: E731
     topics.wait(lambda: "geofence_exited" in kinds(), "geofence exit")
     assert kinds().count("app_launch") == 2
