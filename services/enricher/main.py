@@ -19,6 +19,21 @@ from services.enricher.settings import EnricherSettings
 log = get_logger("enricher")
 
 
+def _json_logging(level: str) -> dict[str, object]:
+    """The faust worker reconfigures logging at start; keep our JSON lines (services.common.logs)."""
+    quiet = {"level": "WARNING"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "services.common.logs.JsonFormatter", "service": "enricher"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "json"}
+        },
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {name: quiet for name in ("faust", "mode", "aiokafka", "kafka")},
+    }
+
+
 def run() -> int:
     settings = EnricherSettings()
     configure_logging("enricher", settings.log_level)
@@ -29,11 +44,18 @@ def run() -> int:
     log.info("enricher starting", extra={"app_id": settings.full_app_id, "health_port": health.port})
     app = build_app(settings, on_ready=started.set)
     level = "warn" if logging.getLogger().level >= logging.WARNING else "info"
-    worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        app,
+        loglevel=level,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=_json_logging(settings.log_level),
+    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
         health.stop()
+        log.info("enricher stopped")
     return 0

@@ -73,6 +73,8 @@ def apply(
             prof.uninstall(p, device)
     elif kind == "delivery_receipt" and record is not None:
         _receipt(p, record, t)
+        if record["channel"] == "app" and record["status"] == "uninstalled" and device:
+            prof.uninstall(p, device)
     elif kind == "location" and record is not None:
         outputs += _location(state, env, record, cfg)
     if emit and kind in ("event", "tag") and device is not None:

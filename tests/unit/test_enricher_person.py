@@ -97,6 +97,13 @@ class TestAttributes:
             p.feed("tag_hit", tag(f"t{i}", T0 + i, "x"), device=f"install_id:d{i}")
         assert [d["device_id"] for d in p.profile["devices"]] == ["install_id:d1", "install_id:d2"]
 
+    def test_app_uninstalled_receipt_marks_the_device(self):
+        """A delivery receipt saying the app was uninstalled flags that device on the profile."""
+        p = Person()
+        p.feed("tag_hit", tag("t1", T0, "x"))
+        p.feed("delivery_receipt", receipt("r1", T0 + 1, "uninstalled", channel="app"))
+        assert [d["uninstalled"] for d in p.profile["devices"]] == [True]
+
     def test_install_campaign_becomes_the_install_source(self):
         """The first install with campaign fields sets the attribution; later ones do not."""
         p = Person()
