@@ -66,6 +66,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         broker_heartbeat_interval=min(3.0, s.enricher_broker_session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        topic_replication_factor=s.enricher_replication_factor,
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     valid = app.topic(*(topic_name(t, s) for t in VALID_TOPICS), **raw)

@@ -34,6 +34,10 @@ class EnricherSettings(Settings):
         default=10.0, description="Consumer group session timeout: how fast a killed instance is replaced."
     )
 
+    enricher_replication_factor: int = Field(
+        default=1, description="Replication of the changelog topics faust creates (3 on a real cluster)."
+    )
+
     @property
     def enricher_state_dir(self) -> Path:
         return self.data_dir / "enricher"
