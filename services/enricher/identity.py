@@ -66,14 +66,14 @@ def identities(record: Mapping[str, Any]) -> dict[str, str]:
 
 
 def action(record_type: str, record: Mapping[str, Any]) -> str:
-    """personalize, depersonalize, uninstall or '' (anything else)."""
+    """personalize, depersonalize, uninstall, alias or '' (anything else)."""
     if record_type == "event":
         value = record.get("kind", "")
     elif record_type == "profile_update":
         value = record.get("action", "")
     else:
         return ""
-    return value if value in ("personalize", "depersonalize", "uninstall") else ""
+    return value if value in ("personalize", "depersonalize", "uninstall", "alias") else ""
 
 
 def _pid(seed: str) -> str:
@@ -114,6 +114,10 @@ def resolve(
     device = device_key(record)
     ids = identities(record)
     what = action(record_type, record)
+    if what == "alias" and record.get("previous_id") and ids:
+        # Segment's alias: the visitor known as previous_id (an anonymous id) is this identity;
+        # the same as a login of that anonymous device.
+        device, what = f"anonymous_id:{record['previous_id']}", "personalize"
     if device is None:
         if not ids:
             out.rejection = Rejection(

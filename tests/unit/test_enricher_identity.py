@@ -112,6 +112,18 @@ class TestResolve:
         person = d.feed("event", event("e1", T0, "personalize", install_id="dev-1", email="a@x.io"))
         assert d.feed("profile_update", update("u1", T0 + 1, {"first_name": "A"}, email="a@x.io")) == person
 
+    def test_alias_links_an_anonymous_visitor_to_the_identity(self):
+        """alias(previous_id=anonymous id) merges that visitor into the identified person."""
+        d = Directory()
+        visitor = d.feed("tag_hit", tag("t1", T0, "browsed", anonymous_id="web-9"))
+        known = d.feed("event", event("e1", T0, "personalize", install_id="dev-1", external_user_id="u1"))
+        alias = {**update("a1", T0 + 1, {}, action="alias", external_user_id="u1"), "previous_id": "web-9"}
+        assert d.feed("profile_update", alias) == known
+        assert d.table["device:anonymous_id:web-9"]["person"] == known
+        assert (visitor, known) in [
+            (m["person_id"], m["details"]["merged_into"]) for m in d.routed if m["kind"] == "merge"
+        ]
+
     def test_uninstall_marks_the_device(self):
         """An uninstall keeps the device's person but flags the device."""
         d = Directory()
