@@ -1,25 +1,23 @@
-"""The faust app: three agents, two tables. Decode and encode stay here, at the edges.
+"""The faust app: three agents, two tables, and the order in which an outcome is performed.
 
     *.valid (N partitions) --hop--> enricher.identity (1 partition)
-        --resolve (table `identity`)--> enricher.routed (N partitions, key person id)
-        --person (table `persons`)-->  enriched, profiles, (merge hand-overs back to routed)
+        --resolve_identity (table `identity`)--> enricher.routed (N partitions, key person id)
+        --person_stage (table `persons`)-->  enriched, profiles, (merge hand-overs back to routed)
 
-Values are raw bytes in faust and Avro through our Serde. Tables live in RocksDB (rocksdict) and
-are restored from their changelog topics after a restart or when partitions move.
+Values are raw bytes in faust; decoding, the pure steps and encoding live in ``stages.py``.
+Tables live in RocksDB (rocksdict) and are restored from their changelog topics after a restart
+or when partitions move.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import faust
 
-from services.common.logs import get_logger
-from services.common.serde import Serde, SerdeError
-from services.common.steps import Rejection, SourcePosition, dead_letter
+from services.common.serde import Serde
+from services.common.steps import SourcePosition
 from services.common.topics import (
     DEAD_LETTERS,
     ENRICHED,
@@ -29,14 +27,10 @@ from services.common.topics import (
     VALID_TOPICS,
     topic_name,
 )
-from services.enricher import metrics
 from services.enricher.geofences import load_catalogue
-from services.enricher.identity import resolve
-from services.enricher.person import PersonConfig, apply
+from services.enricher.person import PersonConfig
 from services.enricher.settings import EnricherSettings
-
-log = get_logger("enricher")
-SEEN_IDS = 512  # per person: message ids already applied (a replay after a crash is skipped)
+from services.enricher.stages import Outcome, Stages
 
 
 def person_config(s: EnricherSettings) -> PersonConfig:
@@ -51,8 +45,6 @@ def person_config(s: EnricherSettings) -> PersonConfig:
 
 
 def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) -> faust.App:
-    serde = Serde(registry_url=s.schema_registry_url)
-    cfg = person_config(s)
     s.enricher_state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         s.full_app_id,
@@ -73,23 +65,29 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
     identity_topic = app.topic(
         topic_name(ENRICHER_IDENTITY, s), partitions=ENRICHER_IDENTITY.partitions, **raw
     )
-    routed = app.topic(topic_name(ENRICHER_ROUTED, s), partitions=ENRICHER_ROUTED.partitions, **raw)
-    enriched = app.topic(topic_name(ENRICHED, s), **raw)
-    profiles = app.topic(topic_name(PROFILES, s), **raw)
-    dead = app.topic(topic_name(DEAD_LETTERS, s), **raw)
+    outputs = {
+        "routed": app.topic(topic_name(ENRICHER_ROUTED, s), partitions=ENRICHER_ROUTED.partitions, **raw),
+        "enriched": app.topic(topic_name(ENRICHED, s), **raw),
+        "profiles": app.topic(topic_name(PROFILES, s), **raw),
+        "dead-letters": app.topic(topic_name(DEAD_LETTERS, s), **raw),
+    }
     table_opts: dict[str, Any] = {"default": None}  # untyped tables: json in changelogs
     identity = app.Table("identity", partitions=ENRICHER_IDENTITY.partitions, **table_opts)
     persons = app.Table("persons", partitions=ENRICHER_ROUTED.partitions, **table_opts)
+    stages = Stages(
+        Serde(registry_url=s.schema_registry_url),
+        person_config(s),
+        s.enricher_conflict_policy,
+        {name: topic.get_topic_name() for name, topic in outputs.items()},
+    )
 
-    async def reject(step: str, rejection: Rejection, event: Any, message_id: str | None) -> None:
-        m = event.message
-        position = SourcePosition(m.topic, m.partition, m.offset, event.key, event.value)
-        letter = dead_letter("enricher", step, rejection, position, message_id)
-        await dead.send(key=event.key, value=serde.encode("dead_letter", letter, topic=dead.get_topic_name()))
-        metrics.DEAD_LETTERS.labels(rejection.step or step, rejection.reason).inc()
-        log.info(
-            "dead letter", extra={"reason": rejection.reason, "offset": m.offset, "partition": m.partition}
-        )
+    async def perform(outcome: Outcome, table: Any) -> None:
+        # Sends first, then state: if only one of them reaches Kafka before a crash, it should be
+        # the outputs (a replay re-applies), not the state (a replay would be skipped).
+        for send in outcome.sends:
+            await outputs[send.output].send(key=send.key, value=send.value)
+        for key, value in outcome.writes.items():
+            table[key] = value
 
     @app.agent(valid)
     async def hop(stream: Any) -> None:
@@ -100,65 +98,12 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
     @app.agent(identity_topic)
     async def resolve_identity(stream: Any) -> None:
         async for event in stream.events():
-            started = time.perf_counter()
-            try:
-                record_type, record = serde.decode(event.value)
-            except SerdeError as exc:
-                await reject("decode", Rejection("undecodable", str(exc)), event, None)
-                continue
-            try:
-                result = resolve(record_type, record, event.value, identity, s.enricher_conflict_policy)
-            except Exception as exc:  # a bug must not stop the partition: park the record, say why
-                log.exception("resolve failed", extra={"offset": event.message.offset})
-                await reject("resolve", Rejection("internal_error", type(exc).__name__), event, None)
-                continue
-            if result.rejection is not None:
-                await reject("resolve", result.rejection, event, record.get("message_id"))
-                continue
-            for env in result.routed:
-                if env["kind"] == "merge":
-                    metrics.MERGES.labels("identity").inc()
-                value = serde.encode("enriched_event", env, topic=routed.get_topic_name(), check=False)
-                await routed.send(key=env["person_id"].encode(), value=value)
-            for key, value in result.writes.items():
-                identity[key] = value
-            metrics.RECORDS.labels("identity", record_type).inc()
-            metrics.LATENCY.labels("identity").observe(time.perf_counter() - started)
+            await perform(stages.identity(identity, _position(event)), identity)
 
-    @app.agent(routed)
+    @app.agent(outputs["routed"])
     async def person_stage(stream: Any) -> None:
         async for event in stream.events():
-            started = time.perf_counter()
-            _, env = serde.decode(event.value)  # written by resolve_identity: always decodes
-            env["event_time"] = to_ms(env["event_time"])
-            person = env["person_id"]
-            dedup = _dedup_key(env)
-            state = persons.get(person)
-            if state is not None and dedup in state.get("seen", []):
-                metrics.DUPLICATES.labels("person").inc()
-                continue
-            record = serde.decode(env["original"])[1] if env["original"] else None
-            try:
-                new_state, outputs = apply(state, env, record, cfg)
-            except Exception as exc:  # a bug must not stop the partition: park the record, say why
-                log.exception("person stage failed", extra={"offset": event.message.offset})
-                await reject("person", Rejection("internal_error", type(exc).__name__), event, None)
-                continue
-            new_state["seen"] = [*(state or {}).get("seen", [])[-(SEEN_IDS - 1) :], dedup]
-            for output, value in outputs:
-                if output == "enriched":
-                    data = serde.encode("enriched_event", value, topic=enriched.get_topic_name(), check=False)
-                    await enriched.send(key=value["person_id"].encode(), value=data)
-                elif output == "profile":
-                    data = serde.encode("profile", value, topic=profiles.get_topic_name(), check=False)
-                    await profiles.send(key=value["person_id"].encode(), value=data)
-                else:
-                    data = serde.encode("enriched_event", value, topic=routed.get_topic_name(), check=False)
-                    await routed.send(key=value["person_id"].encode(), value=data)
-                metrics.OUTPUTS.labels(output).inc()
-            persons[person] = new_state
-            metrics.RECORDS.labels("person", env["kind"]).inc()
-            metrics.LATENCY.labels("person").observe(time.perf_counter() - started)
+            await perform(stages.person(persons, _position(event)), persons)
 
     @app.task
     async def ready() -> None:
@@ -167,12 +112,6 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
     return app
 
 
-def to_ms(value: Any) -> int:
-    """fastavro reads timestamp-millis as aware datetimes; state keeps epoch milliseconds."""
-    return int(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
-
-
-def _dedup_key(env: dict[str, Any]) -> str:
-    if env["kind"] in ("merge", "absorb"):
-        return f"{env['kind']}:{env['details'].get('merged_from', '')}:{env['message_id']}"
-    return env["message_id"]
+def _position(event: Any) -> SourcePosition:
+    m = event.message
+    return SourcePosition(m.topic, m.partition, m.offset, event.key, event.value)
