@@ -60,18 +60,23 @@ def test_lifecycle_merge_logout_conflict_and_late_update(enricher: Enricher, top
     # merges too. Records of different keys have no order between them.)
     assert "b-login" in [e["message_id"] for e in topics.enriched[known] if e["kind"] == "merge"]
     # A late, older name update does not overwrite the newer one.
+    # (Same topic and key as the marker after it, so it is applied first.)
     topics.send("profile_update", update("a-old-name", T0 + 1, {"first_name": "Old"}, external_user_id="u1"))
-    topics.send("tag_hit", tag("a-marker", T0 + 40_000, "marker", install_id="phone"))
-    late = topics.wait(lambda: (p := topics.profiles.get(known)) and "marker" in p["tags"] and p, "marker")
+    topics.send("profile_update", update("a-marker", T0 + 40_000, {"marker": "1"}, external_user_id="u1"))
+    late = topics.wait(
+        lambda: (p := topics.profiles.get(known)) and len(p["attributes"]) == 2 and p, "marker"
+    )
     assert [a["value"] for a in late["attributes"] if a["name"] == "first_name"] == ["Ann"]
     # Logout: the phone's next activity belongs to a fresh anonymous person.
     topics.send("event", event("a-logout", T0 + 50_000, "depersonalize", install_id="phone"))
+    topics.wait(lambda: "a-logout" in [e["message_id"] for e in topics.enriched[known]], "logout applied")
     topics.send("tag_hit", tag("a-after", T0 + 60_000, "after-logout", install_id="phone"))
     anon = topics.wait(lambda: topics.profile_with(tags={"after-logout": ""}), "post-logout person")
     assert anon["person_id"] != known and anon["external_user_id"] is None
     # Conflict: a login naming u1 and an email owned by someone else is refused, with a reason;
     # bytes that are not a record become a dead letter too, and neither blocks the partition.
     topics.send("event", event("c-login", T0, "personalize", install_id="laptop", email="z@x.io"))
+    topics.wait(lambda: topics.profile_with(email="z@x.io"), "z@x.io owned by another person")
     topics.send_raw("event", b"install_id:desk", b"not avro")
     topics.send(
         "event", event("d-login", T0, "personalize", install_id="desk", external_user_id="u1", email="z@x.io")
@@ -140,6 +145,10 @@ def test_kill_9_and_restart_keeps_state(enricher: Enricher, topics: Topics, sett
     topics.send("location", gps("k-still-in", T0 + 6_000, 53.3498, -6.2603, **dev))
     topics.send("profile_update", update("k-old", T0, {"first_name": "Old"}, **dev))
     topics.send("tag_hit", tag("k-marker", T0 + 7_000, "marker", **dev))
+    sent = {"k2", "k-still-in", "k-old", "k-marker"}
+    topics.wait(
+        lambda: sent <= {e["message_id"] for e in topics.enriched[person]}, "all applied after restart"
+    )
     after = topics.wait(lambda: (p := topics.profiles.get(person)) and "marker" in p["tags"] and p, "marker")
     kinds = [e["kind"] for e in topics.enriched[person]]
     assert after["session_count"] == 1 and kinds.count("session_start") == 1  # the session continued
