@@ -72,9 +72,17 @@ DEAD_LETTERS = TopicSpec("dead-letters", "dead_letter", partitions=3, retention_
 # Collector: SMS short-link code -> signed tracking token (UTF-8 text), kept forever by compaction.
 SHORT_LINKS = TopicSpec("short-links", None, partitions=3, cleanup_policy="compact", retention_ms=-1)
 
+# Enricher internals: the identity stage input (one partition: the identity directory is global,
+# see docs/design.md) and the person stage input (keyed by person id).
+ENRICHER_IDENTITY = TopicSpec("enricher.identity", None, partitions=1)
+ENRICHER_ROUTED = TopicSpec("enricher.routed", "enriched_event")
+ENRICHER_TOPICS: tuple[TopicSpec, ...] = (ENRICHER_IDENTITY, ENRICHER_ROUTED, ENRICHED, PROFILES)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     *RAW_TOPICS,
     *VALID_TOPICS,
+    ENRICHER_IDENTITY,
+    ENRICHER_ROUTED,
     ENRICHED,
     PROFILES,
     SEGMENT_MEMBERSHIP,

@@ -1,0 +1,1 @@
+"""The enricher: identity resolution, profiles, sessions, geofences and attribution (faust)."""

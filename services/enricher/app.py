@@ -1,0 +1,117 @@
+"""The faust app: three agents, two tables, and the order in which an outcome is performed.
+
+    *.valid (N partitions) --hop--> enricher.identity (1 partition)
+        --resolve_identity (table `identity`)--> enricher.routed (N partitions, key person id)
+        --person_stage (table `persons`)-->  enriched, profiles, (merge hand-overs back to routed)
+
+Values are raw bytes in faust; decoding, the pure steps and encoding live in ``stages.py``.
+Tables live in RocksDB (rocksdict) and are restored from their changelog topics after a restart
+or when partitions move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from services.common.serde import Serde
+from services.common.steps import SourcePosition
+from services.common.topics import (
+    DEAD_LETTERS,
+    ENRICHED,
+    ENRICHER_IDENTITY,
+    ENRICHER_ROUTED,
+    PROFILES,
+    VALID_TOPICS,
+    topic_name,
+)
+from services.enricher.geofences import load_catalogue
+from services.enricher.person import PersonConfig
+from services.enricher.settings import EnricherSettings
+from services.enricher.stages import Outcome, Stages
+
+
+def person_config(s: EnricherSettings) -> PersonConfig:
+    return PersonConfig(
+        max_devices=s.enricher_max_device_tokens,
+        launch_dedup_ms=int(s.enricher_launch_dedup_s * 1000),
+        session_timeout_ms=int(s.enricher_session_timeout_s * 1000),
+        dwell_ms=int(s.enricher_dwell_s * 1000),
+        hysteresis_m=s.enricher_hysteresis_m,
+        catalogue=load_catalogue(s.enricher_geofence_file),
+    )
+
+
+def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) -> faust.App:
+    s.enricher_state_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        s.full_app_id,
+        broker=f"kafka://{s.bootstrap_servers}",
+        store="rocksdb://",  # faust picks the rocksdict driver (installed) over python-rocksdb
+        datadir=str(s.enricher_state_dir),
+        web_enabled=False,  # /metrics /healthz /readyz come from our HealthServer
+        key_serializer="raw",
+        value_serializer="raw",
+        broker_session_timeout=s.enricher_broker_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, s.enricher_broker_session_timeout_s / 3),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_replication_factor=s.enricher_replication_factor,
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    valid = app.topic(*(topic_name(t, s) for t in VALID_TOPICS), **raw)
+    identity_topic = app.topic(
+        topic_name(ENRICHER_IDENTITY, s), partitions=ENRICHER_IDENTITY.partitions, **raw
+    )
+    outputs = {
+        "routed": app.topic(topic_name(ENRICHER_ROUTED, s), partitions=ENRICHER_ROUTED.partitions, **raw),
+        "enriched": app.topic(topic_name(ENRICHED, s), **raw),
+        "profiles": app.topic(topic_name(PROFILES, s), **raw),
+        "dead-letters": app.topic(topic_name(DEAD_LETTERS, s), **raw),
+    }
+    table_opts: dict[str, Any] = {"default": None}  # untyped tables: json in changelogs
+    identity = app.Table("identity", partitions=ENRICHER_IDENTITY.partitions, **table_opts)
+    persons = app.Table("persons", partitions=ENRICHER_ROUTED.partitions, **table_opts)
+    stages = Stages(
+        Serde(registry_url=s.schema_registry_url),
+        person_config(s),
+        s.enricher_conflict_policy,
+        {name: topic.get_topic_name() for name, topic in outputs.items()},
+    )
+
+    async def perform(outcome: Outcome, table: Any) -> None:
+        # Sends first, then state: if only one of them reaches Kafka before a crash, it should be
+        # the outputs (a replay re-applies), not the state (a replay would be skipped).
+        for send in outcome.sends:
+            await outputs[send.output].send(key=send.key, value=send.value)
+        for key, value in outcome.writes.items():
+            table[key] = value
+
+    @app.agent(valid)
+    async def hop(stream: Any) -> None:
+        # Every validated record goes through the single identity partition, keeping per-device order.
+        async for event in stream.events():
+            await identity_topic.send(key=event.key, value=event.value)
+
+    @app.agent(identity_topic)
+    async def resolve_identity(stream: Any) -> None:
+        async for event in stream.events():
+            await perform(stages.identity(identity, _position(event)), identity)
+
+    @app.agent(outputs["routed"])
+    async def person_stage(stream: Any) -> None:
+        async for event in stream.events():
+            await perform(stages.person(persons, _position(event)), persons)
+
+    @app.task
+    async def ready() -> None:
+        on_ready()
+
+    return app
+
+
+def _position(event: Any) -> SourcePosition:
+    m = event.message
+    return SourcePosition(m.topic, m.partition, m.offset, event.key, event.value)

@@ -1,0 +1,19 @@
+"""Every Prometheus metric of the enricher (buckets in seconds)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+RECORDS = Counter("enricher_records_total", "Records processed, by stage and kind.", ["stage", "kind"])
+OUTPUTS = Counter("enricher_outputs_total", "Records produced, by output.", ["output"])
+DEAD_LETTERS = Counter(
+    "enricher_dead_letters_total", "Records refused, by step and reason.", ["step", "reason"]
+)
+DUPLICATES = Counter("enricher_duplicates_total", "Replayed records skipped (already applied).", ["stage"])
+MERGES = Counter("enricher_merges_total", "Persons merged into another.", ["stage"])
+LATENCY = Histogram(
+    "enricher_record_seconds",
+    "Time to process one record, by stage.",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)

@@ -1,0 +1,47 @@
+"""Enricher settings (``TAGSTREAM_ENRICHER_*``); defaults follow docs/design.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from services.common.settings import Settings
+
+
+class EnricherSettings(Settings):
+    enricher_app_id: str = Field(
+        default="tagstream-enricher", description="Faust app id: consumer group and changelog topic prefix."
+    )
+    enricher_conflict_policy: Literal["reject", "merge"] = Field(
+        default="reject",
+        description="A personalize naming identities of two persons: reject (dead letter) or merge them.",
+    )
+    enricher_max_device_tokens: int = Field(default=5, description="Devices kept per person, oldest evicted.")
+    enricher_launch_dedup_s: float = Field(default=30.0, description="App launches closer than this are one.")
+    enricher_session_timeout_s: float = Field(default=1800.0, description="Inactivity that ends a session.")
+    enricher_geofence_file: Path | None = Field(
+        default=None, description="JSON catalogue of geofences (circles, polygons) and iBeacons."
+    )
+    enricher_dwell_s: float = Field(default=300.0, description="Time inside a geofence before `dwelled`.")
+    enricher_hysteresis_m: float = Field(
+        default=50.0, description="Exit only this far beyond a geofence's edge (GPS jitter)."
+    )
+    enricher_broker_session_timeout_s: float = Field(
+        default=10.0, description="Consumer group session timeout: how fast a killed instance is replaced."
+    )
+
+    enricher_replication_factor: int = Field(
+        default=1, description="Replication of the changelog topics faust creates (3 on a real cluster)."
+    )
+
+    @property
+    def enricher_state_dir(self) -> Path:
+        return self.data_dir / "enricher"
+
+    @property
+    def full_app_id(self) -> str:
+        # The topic prefix applies to the app id too, so changelog topics and the consumer group of
+        # one test (or tenant) never meet another's.
+        return f"{self.topic_prefix}{self.enricher_app_id}"

@@ -1,0 +1,118 @@
+"""The two stages with their edges: bytes in -> decode -> pure step -> encode -> what to send and
+what to write. No faust here, so the whole path is testable with dict tables.
+
+The faust agents (``app.py``) perform a :class:`Outcome` in its order: every send first, then the
+table writes. Faust flushes the producer before committing the input offset, so a crash replays
+the record rather than losing its outputs (see docs/design.md, "Recovery and guarantees").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.common.logs import get_logger
+from services.common.serde import Serde, SerdeError
+from services.common.steps import Rejection, SourcePosition, dead_letter
+from services.enricher import metrics
+from services.enricher.identity import resolve
+from services.enricher.person import PersonConfig, apply
+
+log = get_logger("enricher")
+SEEN_IDS = 512  # per person: message ids already applied (a replay after a crash is skipped)
+ENCODE_AS = {"routed": "enriched_event", "enriched": "enriched_event", "profiles": "profile"}
+
+
+@dataclass(frozen=True)
+class Send:
+    output: str  # routed, enriched, profiles, dead-letters
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class Outcome:
+    sends: list[Send] = field(default_factory=list)
+    writes: dict[str, Any] = field(default_factory=dict)
+
+
+class Stages:
+    def __init__(
+        self, serde: Serde, cfg: PersonConfig, conflict_policy: str, topics: Mapping[str, str]
+    ) -> None:
+        self.serde, self.cfg, self.policy, self.topics = serde, cfg, conflict_policy, topics
+
+    def identity(self, table: Mapping[str, Any], source: SourcePosition) -> Outcome:
+        """Stage 1: resolve the record's person; route it (and any merge) keyed by person id."""
+        started = time.perf_counter()
+        try:
+            record_type, record = self.serde.decode(source.value)
+        except SerdeError as exc:
+            return self._reject("decode", Rejection("undecodable", str(exc)), source, None)
+        try:
+            result = resolve(record_type, record, source.value, table, self.policy)
+        except Exception as exc:  # a bug must not stop the partition: park the record, say why
+            log.exception("resolve failed", extra={"offset": source.offset})
+            return self._reject("resolve", Rejection("internal_error", type(exc).__name__), source, None)
+        if result.rejection is not None:
+            return self._reject("resolve", result.rejection, source, record.get("message_id"))
+        outcome = Outcome(writes=result.writes)
+        for env in result.routed:
+            if env["kind"] == "merge":
+                metrics.MERGES.labels("identity").inc()
+            outcome.sends.append(self._encode("routed", env))
+        metrics.RECORDS.labels("identity", record_type).inc()
+        metrics.LATENCY.labels("identity").observe(time.perf_counter() - started)
+        return outcome
+
+    def person(self, table: Mapping[str, Any], source: SourcePosition) -> Outcome:
+        """Stage 2: apply the routed envelope to its person; emit enriched events and the profile."""
+        started = time.perf_counter()
+        _, env = self.serde.decode(source.value)  # written by stage 1: always decodes
+        env["event_time"] = to_ms(env["event_time"])
+        person, dedup = env["person_id"], dedup_key(env)
+        state = table.get(person)
+        if state is not None and dedup in state.get("seen", []):
+            metrics.DUPLICATES.labels("person").inc()
+            return Outcome()
+        try:
+            record = self.serde.decode(env["original"])[1] if env["original"] else None
+            new_state, outputs = apply(state, env, record, self.cfg)
+        except Exception as exc:  # a bug must not stop the partition: park the record, say why
+            log.exception("person stage failed", extra={"offset": source.offset})
+            return self._reject("person", Rejection("internal_error", type(exc).__name__), source, None)
+        new_state["seen"] = [*(state or {}).get("seen", [])[-(SEEN_IDS - 1) :], dedup]
+        outcome = Outcome(writes={person: new_state})
+        for output, value in outputs:
+            outcome.sends.append(self._encode("profiles" if output == "profile" else output, value))
+            metrics.OUTPUTS.labels(output).inc()
+        metrics.RECORDS.labels("person", env["kind"]).inc()
+        metrics.LATENCY.labels("person").observe(time.perf_counter() - started)
+        return outcome
+
+    def _encode(self, output: str, value: dict[str, Any]) -> Send:
+        data = self.serde.encode(ENCODE_AS[output], value, topic=self.topics[output], check=False)
+        return Send(output, value["person_id"].encode(), data)
+
+    def _reject(
+        self, step: str, rejection: Rejection, source: SourcePosition, message_id: str | None
+    ) -> Outcome:
+        letter = dead_letter("enricher", step, rejection, source, message_id)
+        value = self.serde.encode("dead_letter", letter, topic=self.topics["dead-letters"])
+        metrics.DEAD_LETTERS.labels(rejection.step or step, rejection.reason).inc()
+        log.info("dead letter", extra={"reason": rejection.reason, "offset": source.offset})
+        return Outcome(sends=[Send("dead-letters", source.key, value)])
+
+
+def to_ms(value: Any) -> int:
+    """fastavro reads timestamp-millis as aware datetimes; state keeps epoch milliseconds."""
+    return int(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
+
+
+def dedup_key(env: dict[str, Any]) -> str:
+    if env["kind"] in ("merge", "absorb"):
+        return f"{env['kind']}:{env['details'].get('merged_from', '')}:{env['message_id']}"
+    return env["message_id"]

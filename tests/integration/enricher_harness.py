@@ -1,0 +1,113 @@
+"""Run the enricher as a real subprocess and watch its output topics (integration tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from services.common.kafka import make_producer, make_reader, record_key
+from services.common.serde import Serde
+from services.common.settings import Settings
+from services.common.topics import DEAD_LETTERS, ENRICHED, PROFILES, VALID_TOPICS, topic_name
+from tests.conftest import settings_env
+from tests.helpers import wait_until
+
+VALID_BY_TYPE = {spec.record_type: spec for spec in VALID_TOPICS}
+
+
+class Enricher:
+    """One `tagstream run enricher` process; stop() is SIGTERM, kill() is SIGKILL."""
+
+    def __init__(self, settings: Settings, log: Path, **extra_env: str) -> None:
+        self.env = {**settings_env(settings), "TAGSTREAM_HEALTH_PORT": "0", **extra_env}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Enricher:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "run", "enricher"],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+        return self
+
+    def health_port(self) -> int | None:
+        """The port the health server picked (port 0), read from the service's JSON log."""
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("{") and '"health_port"' in line:
+                return int(json.loads(line)["health_port"])
+        return None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+
+
+class Topics:
+    """Produces validated records; collects enriched events, profiles and dead letters."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.serde = Serde()
+        self.producer = make_producer(settings)
+        self.reader = make_reader(settings)
+        self.reader.subscribe([topic_name(t, settings) for t in (ENRICHED, PROFILES, DEAD_LETTERS)])
+        self.enriched: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.profiles: dict[str, dict[str, Any]] = {}
+        self.dead: list[dict[str, Any]] = []
+
+    def send(self, record_type: str, *records: dict[str, Any]) -> None:
+        name = topic_name(VALID_BY_TYPE[record_type], self.settings)
+        for record in records:
+            self.producer.produce(name, key=record_key(record), value=self.serde.encode(record_type, record))
+        self.producer.flush(30)
+
+    def send_raw(self, record_type: str, key: bytes, value: bytes) -> None:
+        self.producer.produce(topic_name(VALID_BY_TYPE[record_type], self.settings), key=key, value=value)
+        self.producer.flush(30)
+
+    def poll(self) -> None:
+        for message in self.reader.consume(500, timeout=0.2):
+            if message.error():
+                continue
+            record_type, record = self.serde.decode(message.value())
+            if record_type == "profile":
+                self.profiles[record["person_id"]] = record
+            elif record_type == "dead_letter":
+                self.dead.append(record)
+            else:
+                self.enriched[record["person_id"]].append(record)
+
+    def wait(self, condition: Any, what: str, timeout: float = 90.0) -> Any:
+        def check() -> Any:
+            self.poll()
+            return condition()
+
+        return wait_until(check, timeout=timeout, what=what)
+
+    def profile_with(self, **fields: Any) -> dict[str, Any] | None:
+        for profile in self.profiles.values():
+            if all(profile.get(k) == v for k, v in fields.items()):
+                return profile
+        return None
+
+    def close(self) -> None:
+        self.reader.close()

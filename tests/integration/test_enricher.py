@@ -1,0 +1,195 @@
+"""The enricher against the real broker, as a subprocess: lifecycle, sessions, geofences, restarts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.common.settings import Settings
+from tests.enricher_records import T0, event, gps, tag, update
+from tests.helpers import wait_until
+from tests.integration.enricher_harness import Enricher, Topics
+
+pytestmark = pytest.mark.integration
+SHOP = {"geofences": [{"id": "shop", "latitude": 53.3498, "longitude": -6.2603, "radius_m": 100}]}
+NORTH = 0.0009  # about 100 m of latitude
+
+
+@pytest.fixture
+def topics(settings: Settings) -> Iterator[Topics]:
+    t = Topics(settings)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def enricher(settings: Settings, tmp_path: Path) -> Iterator[Enricher]:
+    catalogue = tmp_path / "geofences.json"
+    catalogue.write_text(json.dumps(SHOP))
+    e = Enricher(
+        settings,
+        tmp_path / "enricher.log",
+        TAGSTREAM_ENRICHER_GEOFENCE_FILE=str(catalogue),
+        TAGSTREAM_ENRICHER_SESSION_TIMEOUT_S="60",
+        TAGSTREAM_ENRICHER_DWELL_S="120",
+    )
+    yield e.start()
+    e.stop()
+
+
+def test_lifecycle_merge_logout_conflict_and_late_update(enricher: Enricher, topics: Topics):
+    """Anonymous activity merges into the known person at login; logout, conflicts, late updates behave."""
+    topics.send("event", event("a-login", T0, "personalize", install_id="phone", external_user_id="u1"))
+    topics.send("profile_update", update("a-name", T0 + 10_000, {"first_name": "Ann"}, external_user_id="u1"))
+    known = topics.wait(lambda: topics.profile_with(external_user_id="u1"), "u1's profile")["person_id"]
+    # A second device browses anonymously, then logs in as u1: its history joins u1.
+    topics.send("tag_hit", tag("b-tag", T0 + 20_000, "browsed", "shoes", install_id="tablet"))
+    topics.send(
+        "event", event("b-login", T0 + 30_000, "personalize", install_id="tablet", external_user_id="u1")
+    )
+    merged = topics.wait(
+        lambda: (p := topics.profiles.get(known)) and p["tags"] == {"browsed": "shoes"} and p, "merged tags"
+    )
+    assert sorted(d["device_id"] for d in merged["devices"]) == ["install_id:phone", "install_id:tablet"]
+    # (The backend name update may overtake the phone's login: then the phone's anonymous person
+    # merges too. Records of different keys have no order between them.)
+    assert "b-login" in [e["message_id"] for e in topics.enriched[known] if e["kind"] == "merge"]
+    # A late, older name update does not overwrite the newer one.
+    # (Same topic and key as the marker after it, so it is applied first.)
+    topics.send("profile_update", update("a-old-name", T0 + 1, {"first_name": "Old"}, external_user_id="u1"))
+    topics.send("profile_update", update("a-marker", T0 + 40_000, {"marker": "1"}, external_user_id="u1"))
+    late = topics.wait(
+        lambda: (p := topics.profiles.get(known)) and len(p["attributes"]) == 2 and p, "marker"
+    )
+    assert [a["value"] for a in late["attributes"] if a["name"] == "first_name"] == ["Ann"]
+    # Logout: the phone's next activity belongs to a fresh anonymous person.
+    topics.send("event", event("a-logout", T0 + 50_000, "depersonalize", install_id="phone"))
+    topics.wait(lambda: "a-logout" in [e["message_id"] for e in topics.enriched[known]], "logout applied")
+    topics.send("tag_hit", tag("a-after", T0 + 60_000, "after-logout", install_id="phone"))
+    anon = topics.wait(lambda: topics.profile_with(tags={"after-logout": ""}), "post-logout person")
+    assert anon["person_id"] != known and anon["external_user_id"] is None
+    # Conflict: a login naming u1 and an email owned by someone else is refused, with a reason;
+    # bytes that are not a record become a dead letter too, and neither blocks the partition.
+    topics.send("event", event("c-login", T0, "personalize", install_id="laptop", email="z@x.io"))
+    topics.wait(lambda: topics.profile_with(email="z@x.io"), "z@x.io owned by another person")
+    topics.send_raw("event", b"install_id:desk", b"not avro")
+    topics.send(
+        "event", event("d-login", T0, "personalize", install_id="desk", external_user_id="u1", email="z@x.io")
+    )
+    topics.send("tag_hit", tag("d-after", T0 + 1, "still-flowing", install_id="desk"))
+    topics.wait(lambda: topics.profile_with(tags={"still-flowing": ""}), "records after the dead letters")
+    letters = topics.wait(lambda: len(topics.dead) >= 2 and topics.dead, "two dead letters")
+    assert sorted((d["reason"], d["service"]) for d in letters) == [
+        ("identity_conflict", "enricher"),
+        ("undecodable", "enricher"),
+    ]
+    assert [d["message_id"] for d in letters if d["reason"] == "identity_conflict"] == ["d-login"]
+
+
+def test_launch_dedup_sessions_and_geofence_point_stream(enricher: Enricher, topics: Topics):
+    """Launches within 30 s count once, inactivity splits sessions, GPS points enter/dwell/exit the shop."""
+    dev = {"install_id": "walker"}
+    topics.send(
+        "event",
+        event("l1", T0, "app_launch", **dev),
+        event("l2", T0 + 10_000, "app_launch", **dev),
+        event("e1", T0 + 20_000, **dev),
+        event("l3", T0 + 300_000, "app_launch", **dev),
+    )
+    points = [(0, 2 * NORTH), (60_000, 0.0), (100_000, 1.2 * NORTH), (190_000, 0.0), (250_000, 3 * NORTH)]
+    topics.send(
+        "location",
+        *(gps(f"g{i}", T0 + dt, 53.3498 + dlat, -6.2603, **dev) for i, (dt, dlat) in enumerate(points)),
+    )
+    person = topics.wait(lambda: topics.profile_with(session_count=2), "two sessions")["person_id"]
+    port = wait_until(lambda: enricher.health_port(), what="health port in the log")
+    assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    assert "enricher_records_total" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    kinds = lambda: [e["kind"] for e in topics.enriched[person]]  # noqa: E731
+    topics.wait(lambda: "geofence_exited" in kinds(), "geofence exit")
+    assert kinds().count("app_launch") == 2
+    assert [k for k in kinds() if k.startswith("session")] == [
+        "session_start",
+        "session_end",
+        "session_start",
+    ]
+    assert [k for k in kinds() if k.startswith("geofence")] == [
+        "geofence_entered",
+        "geofence_dwelled",
+        "geofence_exited",
+    ]
+
+
+def test_kill_9_and_restart_keeps_state(enricher: Enricher, topics: Topics, settings: Settings):
+    """After SIGKILL and a restart with the local state wiped, state restored from changelogs is intact."""
+    dev = {"install_id": "survivor"}
+    topics.send(
+        "event", event("k1", T0, **dev), event("k-login", T0 + 1, "personalize", external_user_id="u9", **dev)
+    )
+    topics.send("profile_update", update("k-name", T0 + 2, {"first_name": "Kay"}, **dev))
+    topics.send("location", gps("k-in", T0 + 3, 53.3498, -6.2603, **dev))
+    person = topics.wait(
+        lambda: (p := topics.profile_with(external_user_id="u9")) and p["attributes"] and p,
+        "profile before the kill",
+    )["person_id"]
+    topics.wait(lambda: any(e["kind"] == "geofence_entered" for e in topics.enriched[person]), "entered")
+    enricher.kill()
+    shutil.rmtree(settings.data_dir / "enricher")  # force recovery from the changelog topics
+    enricher.start()
+    topics.send("event", event("k2", T0 + 5_000, **dev))
+    topics.send("location", gps("k-still-in", T0 + 6_000, 53.3498, -6.2603, **dev))
+    topics.send("profile_update", update("k-old", T0, {"first_name": "Old"}, **dev))
+    topics.send("tag_hit", tag("k-marker", T0 + 7_000, "marker", **dev))
+    sent = {"k2", "k-still-in", "k-old", "k-marker"}
+    topics.wait(
+        lambda: sent <= {e["message_id"] for e in topics.enriched[person]}, "all applied after restart"
+    )
+    after = topics.wait(lambda: (p := topics.profiles.get(person)) and "marker" in p["tags"] and p, "marker")
+    kinds = [e["kind"] for e in topics.enriched[person]]
+    assert after["session_count"] == 1 and kinds.count("session_start") == 1  # the session continued
+    assert [a["value"] for a in after["attributes"] if a["name"] == "first_name"] == ["Kay"]
+    assert kinds.count("geofence_entered") == 1  # still inside: no second entry
+
+
+def test_two_instances_share_the_work_and_survive_losing_one(
+    settings: Settings, topics: Topics, tmp_path: Path
+):
+    """A second instance joins, the first is killed; every person keeps one session and its attributes."""
+    devices = [f"dev-{i}" for i in range(8)]
+    first = Enricher(settings, tmp_path / "a.log").start()
+    second = Enricher(settings.model_copy(update={"data_dir": tmp_path / "b"}), tmp_path / "b.log")
+    try:
+        for i, dev in enumerate(devices):
+            topics.send(
+                "event", event(f"{dev}-login", T0, "personalize", install_id=dev, external_user_id=f"u{i}")
+            )
+            topics.send(
+                "profile_update", update(f"{dev}-name", T0 + 1, {"first_name": f"N{i}"}, install_id=dev)
+            )
+        topics.wait(lambda: len([p for p in topics.profiles.values() if p["attributes"]]) == 8, "8 profiles")
+        second.start()
+        for dev in devices:
+            topics.send("tag_hit", tag(f"{dev}-t1", T0 + 5_000, "joined", install_id=dev))
+        topics.wait(
+            lambda: len([p for p in topics.profiles.values() if "joined" in p["tags"]]) == 8, "joined"
+        )
+        first.kill()
+        for dev in devices:
+            topics.send("tag_hit", tag(f"{dev}-t2", T0 + 10_000, "after-kill", install_id=dev))
+        topics.wait(
+            lambda: len([p for p in topics.profiles.values() if "after-kill" in p["tags"]]) == 8, "after"
+        )
+    finally:
+        first.stop()
+        second.stop()
+    for i in range(8):
+        profile = topics.profile_with(external_user_id=f"u{i}")
+        assert profile["session_count"] == 1
+        assert [a["value"] for a in profile["attributes"]] == [f"N{i}"]
+        kinds = [e["kind"] for e in topics.enriched[profile["person_id"]]]
+        assert kinds.count("session_start") == 1
