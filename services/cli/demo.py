@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from services.cli.progress import progress_bar
 from services.common.settings import Settings
 from services.generator.output import produce_items
 from services.generator.population import GeneratorConfig, PopulationGenerator
@@ -27,17 +27,6 @@ TABLE_FOR_TOPIC = {
     "delivery-receipts": "message_events",
     "profile-updates": "profile_updates",
 }
-
-
-def _progress(console: Console, label: str) -> Progress:
-    return Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def _collector_calls(settings: Settings, say: Callable[[str], object]) -> int:
@@ -107,7 +96,7 @@ def run_demo(
         f"1. generated {len(items)} records for {persons} persons (seed {seed}), "
         "including late, duplicated and bad ones"
     )
-    with _progress(console, "   producing") as progress:
+    with progress_bar(console, "   producing") as progress:
         task = progress.add_task("produce", total=len(items))
         summary = produce_items(settings, items, on_delivered=lambda n: progress.advance(task, n))
     say(
@@ -124,7 +113,7 @@ def run_demo(
     expected = summary["valid_unique_per_topic"]
     total = sum(expected.values())
     deadline = time.monotonic() + timeout_s
-    with _progress(console, "   loaded") as progress:
+    with progress_bar(console, "   loaded") as progress:
         task = progress.add_task("load", total=total)
         while True:
             counts = _loaded(analytics)

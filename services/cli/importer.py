@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.cli import import_profiles
 from services.cli.produce import produce_all
+from services.cli.progress import progress_bar
 from services.common.serde import Serde
 from services.common.settings import load_settings
 from services.common.topics import PROFILE_UPDATES, topic_name
@@ -38,9 +38,7 @@ def profiles(
         raise typer.Exit(1) from None
     for line in bad:
         err.print(f"rejected {file}:{line.line}: {line.error}", highlight=False)
-    with Progress(
-        TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-    ) as progress:
+    with progress_bar(err, "importing", transient=False) as progress:
         task = progress.add_task("import", total=len(good))
         try:
             produce_all(settings, name, good, on_delivered=lambda n: progress.advance(task, n))

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.cli import analytics as analytics_mod
 from services.cli import consume as consume_mod
@@ -17,6 +16,7 @@ from services.cli import produce as produce_mod
 from services.cli import stack as stack_mod
 from services.cli.dlq import dlq_app
 from services.cli.importer import import_app
+from services.cli.progress import progress_bar
 from services.cli.registry import registry_app
 from services.cli.service_registry import entry_point
 from services.common.broker import BrokerError, LocalBroker, kafka_jars
@@ -154,14 +154,7 @@ def produce(
         raise _fail(f"{file}:{first.line}: {first.error}{more}; nothing was produced")
     for line in bad:
         err.print(f"skipped {file}:{line.line}: {line.error}", highlight=False)
-    with Progress(
-        TextColumn("producing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
+    with progress_bar(err, "producing") as progress:
         task = progress.add_task("produce", total=len(good))
         try:
             produce_mod.produce_all(settings, name, good, on_delivered=lambda n: progress.advance(task, n))
@@ -283,14 +276,7 @@ def generate(
         err.print(f"wrote {len(items)} records to {out}/ (manifest.json)")
     if produce_:
         settings = _settings()
-        with Progress(
-            TextColumn("producing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as progress:
+        with progress_bar(err, "producing") as progress:
             task = progress.add_task("produce", total=len(items))
             summary = produce_items(settings, items, on_delivered=lambda n: progress.advance(task, n))
         err.print(f"produced {len(items)} records to the raw topics")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.jsonform import JsonForm, JsonFormError
-from services.common.kafka import make_producer, record_key
+from services.common.kafka import produce_acknowledged, record_key
 from services.common.serde import Serde, SerdeError
 from services.common.settings import Settings
 
@@ -66,23 +66,6 @@ def produce_all(
     on_delivered: Callable[[int], Any] = lambda n: None,
 ) -> None:
     """Produce and wait for every acknowledgement; raise if any record was not acknowledged."""
-    producer = make_producer(settings)
-    failures: list[str] = []
-
-    def delivered(err: Any, _msg: Any) -> None:
-        if err is not None:
-            failures.append(str(err))
-        else:
-            on_delivered(1)
-
-    for record in records:
-        while True:
-            try:
-                producer.produce(topic, value=record.value, key=record.key, on_delivery=delivered)
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                producer.poll(0.5)
-        producer.poll(0)
-    remaining = producer.flush(60)
-    if remaining or failures:
-        raise RuntimeError(f"{remaining} records unacknowledged, {len(failures)} failed: {failures[:3]}")
+    produce_acknowledged(
+        settings, ((topic, r.key, r.value) for r in records), on_delivered=on_delivered, timeout=60
+    )

@@ -7,7 +7,7 @@ offsets: a service stores an offset only after every output of that record is ac
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,35 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
         **overrides,
     }
     return Consumer(config)
+
+
+def produce_acknowledged(
+    settings: Settings,
+    messages: Iterable[tuple[str, bytes | None, bytes]],
+    on_delivered: Callable[[int], Any] = lambda n: None,
+    timeout: float = 120.0,
+) -> None:
+    """Produce (topic, key, value) messages in order; return once all are acknowledged, else raise."""
+    producer = make_producer(settings)
+    failures: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+        else:
+            on_delivered(1)
+
+    for topic, key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                producer.poll(0.2)
+        producer.poll(0)
+    remaining = producer.flush(timeout)
+    if remaining or failures:
+        raise RuntimeError(f"{remaining} records unacknowledged, {len(failures)} failed: {failures[:3]}")
 
 
 def make_reader(settings: Settings, **overrides: Any) -> Consumer:

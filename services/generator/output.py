@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from services.common.jsonform import JsonForm, dumps
-from services.common.kafka import make_producer, record_key
+from services.common.kafka import produce_acknowledged, record_key
 from services.common.serde import Serde
 from services.common.settings import Settings
 from services.common.topics import RAW_TOPIC_BY_NAME, topic_name
@@ -58,33 +58,19 @@ def produce_items(
 ) -> dict[str, Any]:
     """Produce every item to its raw topic in stream order; wait for all acknowledgements."""
     serde = Serde(registry_url=settings.schema_registry_url)
-    producer = make_producer(settings)
-    failures: list[str] = []
 
-    def delivered(err: Any, _msg: Any) -> None:
-        if err is not None:
-            failures.append(str(err))
-        else:
-            on_delivered(1)
+    def messages() -> Iterator[tuple[str, bytes | None, bytes]]:
+        for item in items:
+            name = topic_name(RAW_TOPIC_BY_NAME[item.topic], settings)
+            if item.record is None:
+                yield name, None, item.raw
+            else:
+                # check=False: the generator builds schema-valid records; skip the slow validation.
+                yield (
+                    name,
+                    record_key(item.record),
+                    serde.encode(item.record_type, item.record, topic=name, check=False),
+                )
 
-    for item in items:
-        name = topic_name(RAW_TOPIC_BY_NAME[item.topic], settings)
-        if item.record is None:
-            value, key = item.raw, None
-        else:
-            # check=False: the generator builds schema-valid records; skip the slow validation.
-            value, key = (
-                serde.encode(item.record_type, item.record, topic=name, check=False),
-                record_key(item.record),
-            )
-        while True:
-            try:
-                producer.produce(name, value=value, key=key, on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.2)
-        producer.poll(0)
-    remaining = producer.flush(120)
-    if remaining or failures:
-        raise RuntimeError(f"{remaining} records unacknowledged, {len(failures)} failed: {failures[:3]}")
+    produce_acknowledged(settings, messages(), on_delivered=on_delivered)
     return manifest(items)
