@@ -272,50 +272,33 @@ class PopulationGenerator:
         else:
             ident["install_id"] = device.install_id
         send_id = self._id("send")
+
+        def receipt(ts: int, status: str, link: tuple[str | None, str | None], reason: str | None) -> Any:
+            record = {
+                **self._envelope(ts, ident),
+                "channel": channel,
+                "status": status,
+                "campaign_id": campaign,
+                "send_id": send_id,
+                "link_id": link[0],
+                "link_url": link[1],
+                "provider": None,
+                "reason": reason,
+            }
+            return ts, "delivery_receipt", record
+
         funnel = cat.FUNNELS["push" if channel == "webpush" else channel]
         for step, (status, chance) in enumerate(funnel):
             if self.rng.random() > chance:
                 break
-            ts = t + step * 10 * 60_000
-            link = (
-                ("cta", "https://isp.example.com/offers")
-                if status in ("clicked", "link_clicked")
-                else (None, None)
-            )
-            yield (
-                ts,
-                "delivery_receipt",
-                {
-                    **self._envelope(ts, ident),
-                    "channel": channel,
-                    "status": status,
-                    "campaign_id": campaign,
-                    "send_id": send_id,
-                    "link_id": link[0],
-                    "link_url": link[1],
-                    "provider": None,
-                    "reason": None,
-                },
-            )
+            clicked = status in ("clicked", "link_clicked")
+            link = ("cta", "https://isp.example.com/offers") if clicked else (None, None)
+            yield receipt(t + step * 10 * 60_000, status, link, None)
         if channel == "email":
             for status, chance in cat.EMAIL_ENDINGS:
                 if self.rng.random() < chance:
-                    ts = t + HOUR_MS
-                    yield (
-                        ts,
-                        "delivery_receipt",
-                        {
-                            **self._envelope(ts, ident),
-                            "channel": channel,
-                            "status": status,
-                            "campaign_id": campaign,
-                            "send_id": send_id,
-                            "link_id": None,
-                            "link_url": None,
-                            "provider": None,
-                            "reason": "mailbox does not exist" if status == "hard_bounced" else None,
-                        },
-                    )
+                    reason = "mailbox does not exist" if status == "hard_bounced" else None
+                    yield receipt(t + HOUR_MS, status, (None, None), reason)
                     break
 
     # -- the whole stream ---------------------------------------------------------------------
