@@ -82,7 +82,8 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         topic_replication_factor=s.trigger_replication_factor,
-        processing_guarantee=s.trigger_processing_guarantee,
+        # at_least_once (faust's default): its exactly_once fences the timer's tick sends and
+        # cannot produce to topics it does not consume (docs/campaigns.md, "Exactly once").
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     names = {

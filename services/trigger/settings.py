@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr
 
@@ -34,11 +33,6 @@ class TriggerSettings(Settings):
     trigger_clock_file: Path | None = Field(
         default=None,
         description="TEST ONLY: a file holding epoch milliseconds read as 'now' (unset: the wall clock).",
-    )
-    trigger_processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
-        default="at_least_once",
-        description="Faust's processing guarantee; exactly_once does not work for this service "
-        "(docs/campaigns.md, 'Exactly once').",
     )
     trigger_broker_session_timeout_s: float = Field(
         default=10.0, description="Consumer group session timeout: how fast a killed instance is replaced."
