@@ -3,6 +3,7 @@ delays released by a test clock, template errors as dead letters, SIGKILL with a
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from collections import defaultdict
 from collections.abc import Iterator
@@ -273,8 +274,6 @@ def test_sigkill_with_a_pending_delayed_send_sends_exactly_once(
     )
     wait_until(lambda: committed(settings, ENRICHED) >= 1, what="the event's offset committed")
     trigger.kill()
-    import shutil
-
     shutil.rmtree(settings.data_dir / "trigger")  # the pending send must come back from the changelog
     set_clock(clock, T0 + HOUR + 1000)
     trigger.start()
@@ -299,3 +298,22 @@ def committed(settings: Settings, spec: Any) -> int:
         return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
     finally:
         consumer.close()
+
+
+def test_sigkill_right_after_a_send_leaves_one_message_id(
+    trigger: ServiceProcess, pipeline: Pipeline, settings: Settings
+):
+    """Killed as soon as a message is out (before any commit): a replayed copy, if any, has the same id."""
+    known_person(pipeline, trigger, "p-dup", 1, **ANN)
+    pipeline.event("p-dup", "ev-signup-d", "signup")
+    pipeline.wait(lambda: pipeline.emails("welcome"), "the welcome email")
+    trigger.kill()
+    trigger.start()
+    wait_until(lambda: committed(settings, ENRICHED) >= 1, what="the event committed after the restart")
+    known_person(pipeline, trigger, "p-dup-2", 1, **ANN)
+    pipeline.event("p-dup-2", "ev-signup-d2", "signup")
+    pipeline.wait(lambda: len(pipeline.emails("welcome")) >= 2, "a later message")
+    ids = {m["message_id"] for m in pipeline.emails("welcome") if m["person_id"] == "p-dup"}
+    assert len(ids) == 1
+    receipts = {r["message_id"] for r in pipeline.receipts if r["send_id"] in ids}
+    assert receipts == {f"sent-{next(iter(ids))}"}
