@@ -32,6 +32,7 @@ from tests.helpers import ServiceProcess, wait_until
 pytestmark = pytest.mark.integration
 T0 = 1_795_000_000_000  # 2026-11-19 08:26:40 UTC: the test clock starts here
 HOUR = 3_600_000
+OUTAGE_AT = datetime.fromtimestamp((T0 + 2 * HOUR) / 1000, UTC).isoformat()
 CAMPAIGNS = """
 campaigns:
   - id: welcome
@@ -55,7 +56,13 @@ campaigns:
     channels: {order: [email]}
     templates:
       email: {subject: "Hello {{ person.nickname }}", text: "x"}
-"""
+  - id: outage
+    transactional: true
+    trigger: {kind: broadcast, segment: area-d15, at: "OUTAGE_AT"}
+    channels: {order: [email]}
+    templates:
+      email: {subject: "Outage in your area", text: "We are on it"}
+""".replace("OUTAGE_AT", OUTAGE_AT)
 
 
 class Pipeline:
@@ -317,3 +324,32 @@ def test_sigkill_right_after_a_send_leaves_one_message_id(
     assert len(ids) == 1
     receipts = {r["message_id"] for r in pipeline.receipts if r["send_id"] in ids}
     assert receipts == {f"sent-{next(iter(ids))}"}
+
+
+def test_broadcast_reaches_the_segment_once_even_across_a_restart(
+    trigger: ServiceProcess, pipeline: Pipeline, clock: Path
+):
+    """At its time the outage email goes to the area's members only, and a restart does not resend it."""
+    known_person(pipeline, trigger, "p-in", 1, **ANN)
+    known_person(pipeline, trigger, "p-out", 2, **ANN)
+    pipeline.segment("p-in", "area-d15", "entered")
+    pipeline.segment("p-out", "area-d15", "entered")
+    pipeline.segment("p-out", "area-d15", "exited", T0 + 1)
+    wait_until(
+        lambda: metric(trigger, 'tagstream_trigger_inputs_total{input="segment"}') >= 3, what="segments"
+    )
+    set_clock(clock, T0 + 2 * HOUR + 1000)
+    [email] = pipeline.wait(lambda: pipeline.emails("outage"), "the outage email")
+    assert email["person_id"] == "p-in" and email["send_slot"] == OUTAGE_AT
+    assert trigger.terminate() == 0  # SIGTERM: a clean stop
+    trigger.start()
+    wait_until(
+        lambda: metric(trigger, "tagstream_trigger_now_seconds") >= (T0 + 2 * HOUR) / 1000,
+        what="the restarted service to read the clock past the broadcast",
+    )
+    known_person(pipeline, trigger, "p-late", 1, **ANN)
+    pipeline.event("p-late", "ev-signup-late", "signup")
+    pipeline.wait(lambda: pipeline.emails("welcome"), "a later message")
+    assert [m["person_id"] for m in pipeline.emails("outage")] == ["p-in"]
+    # Not even attempted again (the done occurrence came back from the broadcasts table):
+    assert metric(trigger, 'tagstream_trigger_ticks_total{kind="due"}') == 0
