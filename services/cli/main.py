@@ -197,7 +197,9 @@ def consume(
 # -- services -----------------------------------------------------------------------------------
 @app.command()
 def run(
-    service: Annotated[str, typer.Argument(help="ingest, collector, enricher, segmenter, trigger, loader")],
+    service: Annotated[
+        str, typer.Argument(help="ingest, collector, enricher, segmenter, trigger, webhook, loader")
+    ],
 ) -> None:
     """Run one service in the foreground until SIGTERM/Ctrl-C."""
     try:

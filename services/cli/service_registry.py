@@ -16,11 +16,12 @@ SERVICES: dict[str, str] = {
     "enricher": "services.enricher.main:run",
     "segmenter": "services.segmenter.main:run",
     "trigger": "services.trigger.main:run",
+    "webhook": "services.trigger.webhook:run",
     "loader": "services.loader.main:run",
 }
 
 # Order matters for `stack up`: upstream first.
-STACK_ORDER = ("collector", "ingest", "enricher", "segmenter", "trigger", "loader")
+STACK_ORDER = ("collector", "ingest", "enricher", "segmenter", "trigger", "webhook", "loader")
 
 
 def _exists(target: str) -> bool:

@@ -50,6 +50,9 @@ def outbound_message(
     address = (
         content.get("url", destination.address) if destination.channel == "webhook" else destination.address
     )
+    content = dict(content)
+    if destination.channel == "webhook" and campaign.templates.webhook is not None:
+        content["method"] = campaign.templates.webhook.method  # the sender needs it; not a template part
     return {
         "message_id": msg_id,
         "created_time": to_ms(now),
@@ -58,7 +61,7 @@ def outbound_message(
         "channel": destination.channel,
         "destination": address,
         "platform": destination.platform,
-        "content": dict(content),
+        "content": content,
         "tracking_token": tracking_token,
         "transactional": campaign.transactional,
         "trigger_event_id": trigger.event_id,

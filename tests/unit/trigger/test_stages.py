@@ -174,6 +174,21 @@ class TestTime:
         assert shape(due) == ["outbound.email", "delivery-receipts", "write states"]
         assert due.due == {"p-1": None}
 
+    def test_a_webhook_message_carries_its_method(self):
+        """The sender needs the template's method, which is not a rendered part."""
+        tables, s = Tables(), stages()
+        tables.apply(s.enriched(tables.persons, tables.states, source(enriched_bytes("e4", "cart")), at(1)))
+        tick = source(tick_value("due", 0), "ticks")
+        outcome = s.tick_person("p-1", tables.persons, tables.states, tick, at(60))
+        assert [send.output for send in outcome.sends] == ["outbound.webhook"]
+        _, message = SERDE.decode(outcome.sends[0].value)
+        assert message["destination"] == "https://hooks.example.com/cart"
+        assert message["content"] == {
+            "url": "https://hooks.example.com/cart",
+            "body": "p-1",
+            "method": "POST",
+        }
+
     def test_broadcasts_are_due_once_their_time_came_and_until_done(self):
         """A broadcast occurrence is due at its time, and no more once recorded as done."""
         s = stages()
