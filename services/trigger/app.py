@@ -8,12 +8,17 @@ Faust tables can only be written while an input event is processed (the changelo
 the event's partition), so time reaches the agent as messages: the ``wake`` timer sends a tick
 to ``trigger.ticks`` partition p when a person of p is due (from the in-memory :class:`DueIndex`)
 or a broadcast's time came, and the agent handles it like any input of partition p. After an
-assignment, the first tick of a partition is ``rebuild``: the index is rebuilt from ``states``
-(faust delivers it only after the tables are recovered).
+assignment, the first input of a partition (the timer sends a ``rebuild`` tick in case there is
+none) first rebuilds the index from ``states`` (faust delivers it only after the tables are
+recovered) and reads back the message ids at the end of the partition's outbound topics
+(``readback.py``), before anything of that partition is decided.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +43,7 @@ from services.trigger.clock import Clock
 from services.trigger.core import Context
 from services.trigger.definitions import CampaignSet, reload_campaigns
 from services.trigger.due import DueIndex
+from services.trigger.readback import recent_message_ids
 from services.trigger.settings import TriggerSettings, default_campaigns
 from services.trigger.stages import Outcome, Stages, tick_kind, tick_value
 
@@ -106,32 +112,43 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
         {name: topic.get_topic_name() for name, topic in outputs.items()},
     )
     index = DueIndex()
+    kill_after = s.trigger_test_kill_after_message
     in_flight: dict[int, float] = {}  # partition -> when its tick was sent (monotonic)
 
     async def perform(outcome: Outcome, partition: int) -> None:
-        # Sends first, then state (the enricher's order): if only one of them reaches Kafka before
-        # a crash, it should be the outputs (a replay re-decides; ids repeat), not the state.
-        for send in outcome.sends:
-            await outputs[send.output].send(key=send.key, value=send.value)
+        # Outputs acknowledged first, then state: a state that knows a message implies the message
+        # is on its topic. A crash in between leaves a message the state does not know; the
+        # replay recognises it by the read-back of the partition's outbound tails (rebuild).
+        acks = [await outputs[x.output].send(key=x.key, value=x.value) for x in outcome.sends]
+        for ack in acks:
+            await ack
+        if kill_after and any(x.message_id == kill_after for x in outcome.sends):
+            log.warning("test hook: SIGKILL after the message, before the state")
+            os.kill(os.getpid(), signal.SIGKILL)
         for table, key, value in outcome.writes:
             tables[table][key] = value
         for person, due in outcome.due.items():
             index.set(partition, person, due)
 
-    def rebuild(partition: int) -> None:
+    async def rebuild(partition: int) -> None:
+        produced = await asyncio.to_thread(
+            recent_message_ids, s, stages.serde, partition, s.trigger_readback_records
+        )
+        stages.recently_produced[partition] = produced or set()
         for _, entry in states.items():
             if entry and entry.get("partition") == partition:
                 index.set(partition, entry["person"], entry.get("due"))
         index.broadcasts_done[partition] = set(broadcasts.get(f"p{partition}") or [])
         index.built.add(partition)
-        log.info("due index rebuilt", extra={"partition": partition, "due": index.pending()})
+        log.info(
+            "due index rebuilt",
+            extra={"partition": partition, "due": index.pending(), "read_back": len(produced or ())},
+        )
 
     async def on_tick(source: SourcePosition) -> None:
         p, kind = source.partition, tick_kind(source.value)
         in_flight.pop(p, None)
         metrics.TICKS.labels(kind).inc()
-        if kind == "rebuild" or p not in index.built:
-            rebuild(p)
         now = clock.now()
         for person in index.take_due(p, clock.now_ms()):
             await perform(stages.tick_person(person, persons, states, source, now), p)
@@ -146,11 +163,22 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
                 "broadcast sent", extra={"campaign": campaign_id, "partition": p, "audience": len(audience)}
             )
 
+    def revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # Forget at once: if the partition comes back, another owner may have changed it meanwhile.
+        for tp in revoked:
+            if tp.topic == ticks.get_topic_name():
+                index.forget(tp.partition)
+                stages.recently_produced.pop(tp.partition, None)
+
+    app.on_partitions_revoked.connect(revoked)
+
     @app.agent(inputs)
     async def decide(stream: Any) -> None:
         async for event in stream.events():
             m = event.message
             source = SourcePosition(m.topic, m.partition, m.offset, event.key, event.value)
+            if m.partition not in index.built:  # first input of a partition since its assignment
+                await rebuild(m.partition)
             if m.topic == names[PROFILES.name]:
                 await perform(stages.profile(persons, source), m.partition)
             elif m.topic == names[SEGMENT_MEMBERSHIP.name]:

@@ -34,6 +34,16 @@ class TriggerSettings(Settings):
         default=None,
         description="TEST ONLY: a file holding epoch milliseconds read as 'now' (unset: the wall clock).",
     )
+    trigger_readback_records: int = Field(
+        default=1000,
+        description="Records read back from the end of each outbound partition when a partition is "
+        "taken over, so a replay does not produce a message its previous owner already produced.",
+    )
+    trigger_test_kill_after_message: str | None = Field(
+        default=None,
+        description="TEST ONLY: SIGKILL the process after this message id is acknowledged and before "
+        "the person's state is written (the crash window of docs/campaigns.md).",
+    )
     trigger_broker_session_timeout_s: float = Field(
         default=10.0, description="Consumer group session timeout: how fast a killed instance is replaced."
     )

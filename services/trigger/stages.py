@@ -49,6 +49,7 @@ class Send:
     output: str  # a topic spec name: outbound.<channel>, delivery-receipts, dead-letters
     key: bytes | None
     value: bytes
+    message_id: str | None = None  # outbound messages only
 
 
 @dataclass
@@ -72,6 +73,8 @@ def to_ms_any(value: Any) -> int:
 class Stages:
     def __init__(self, serde: Serde, context: Callable[[], Context], topics: Mapping[str, str]) -> None:
         self.serde, self.context, self.topics = serde, context, topics  # topics: spec name -> broker name
+        # partition -> message ids found at the end of its outbound partitions when it was taken over
+        self.recently_produced: dict[int, set[str]] = {}
 
     # -- inputs -------------------------------------------------------------------------------
     def profile(self, persons: Mapping[str, Any], source: SourcePosition) -> Outcome:
@@ -217,8 +220,15 @@ class Stages:
                 if msg_id in emitted:
                     metrics.DUPLICATES.labels("message").inc()
                     continue
-                outcome.sends.extend(self._emit(action))
+                sends = self._emit(action)
                 emitted.append(msg_id)
+                if msg_id in self.recently_produced.get(source.partition, ()):
+                    # Produced by the previous owner, whose state write was lost: not again. The
+                    # receipt goes again (it may be the half that was lost; ingest deduplicates it).
+                    metrics.DUPLICATES.labels("replayed_message").inc()
+                    outcome.sends.extend(sends[1:])
+                    continue
+                outcome.sends.extend(sends)
             elif isinstance(action, Reject):
                 letter = dead_letter("trigger", "render", action.rejection, source, action.message_id)
                 value = self.serde.encode("dead_letter", letter, topic=self.topics["dead-letters"])
@@ -252,7 +262,7 @@ class Stages:
     def _emit(self, action: Emit) -> list[Send]:
         name = action.topic.name
         value = self.serde.encode("outbound_message", action.message, topic=self.topics[name], check=False)
-        sends = [Send(name, action.key.encode(), value)]
+        sends = [Send(name, action.key.encode(), value, action.message["message_id"])]
         if action.receipt is not None:
             receipt = self.serde.encode(
                 "delivery_receipt", action.receipt, topic=self.topics["delivery-receipts"], check=False

@@ -25,6 +25,7 @@ from services.common.topics import (
     SEGMENT_MEMBERSHIP,
     topic_name,
 )
+from services.trigger.message import message_id
 from tests.conftest import settings_env
 from tests.enricher_records import event
 from tests.helpers import ServiceProcess, wait_until
@@ -165,18 +166,23 @@ def set_clock(clock: Path, ms: int) -> None:
     tmp.replace(clock)  # atomic: the service never reads half a number
 
 
-@pytest.fixture
-def trigger(settings: Settings, tmp_path: Path, clock: Path) -> Iterator[ServiceProcess]:
+def trigger_process(settings: Settings, tmp_path: Path, clock: Path, log: str, **env: str) -> ServiceProcess:
     campaigns = tmp_path / "campaigns.yaml"
     campaigns.write_text(textwrap.dedent(CAMPAIGNS))
-    service = ServiceProcess(
+    return ServiceProcess(
         "trigger",
         settings_env(settings),
-        tmp_path / "trigger.log",
+        tmp_path / log,
         TAGSTREAM_TRIGGER_CAMPAIGNS_FILE=str(campaigns),
         TAGSTREAM_TRIGGER_CLOCK_FILE=str(clock),
         TAGSTREAM_TRIGGER_TICK_SECONDS="0.2",
+        **env,
     )
+
+
+@pytest.fixture
+def trigger(settings: Settings, tmp_path: Path, clock: Path) -> Iterator[ServiceProcess]:
+    service = trigger_process(settings, tmp_path, clock, "trigger.log")
     yield service.start()
     service.terminate()
 
@@ -353,3 +359,33 @@ def test_broadcast_reaches_the_segment_once_even_across_a_restart(
     assert [m["person_id"] for m in pipeline.emails("outage")] == ["p-in"]
     # Not even attempted again (the done occurrence came back from the broadcasts table):
     assert metric(trigger, 'tagstream_trigger_ticks_total{kind="due"}') == 0
+
+
+def test_sigkill_between_a_message_and_its_state_does_not_send_it_twice(
+    settings: Settings, pipeline: Pipeline, tmp_path: Path, clock: Path
+):
+    """Killed after the message is acknowledged and before the state is written: one copy, not two."""
+    doomed = message_id("welcome", "p-win", "ev-signup-w", "", "email", "")
+    first = trigger_process(
+        settings, tmp_path, clock, "first.log", TAGSTREAM_TRIGGER_TEST_KILL_AFTER_MESSAGE=doomed
+    ).start()
+    try:
+        known_person(pipeline, first, "p-win", 1, **ANN)
+        pipeline.event("p-win", "ev-signup-w", "signup")
+        wait_until(lambda: first.process.poll() is not None, what="the test hook's SIGKILL")
+        assert first.process.returncode == -9
+    finally:
+        first.kill()
+    [email] = pipeline.wait(lambda: pipeline.emails("welcome"), "the message sent before the kill")
+    assert email["message_id"] == doomed
+    second = trigger_process(settings, tmp_path, clock, "second.log").start()
+    try:
+        wait_until(lambda: committed(settings, ENRICHED) >= 1, what="the replayed event committed")
+        known_person(pipeline, second, "p-after", 1, **ANN)
+        pipeline.event("p-after", "ev-signup-a", "signup")
+        pipeline.wait(lambda: len(pipeline.emails("welcome")) >= 2, "a later message")
+        assert metric(second, 'tagstream_trigger_duplicates_total{what="replayed_message"}') == 1
+    finally:
+        second.terminate()
+    assert [m["person_id"] for m in pipeline.emails("welcome")] == ["p-win", "p-after"]
+    assert {r["message_id"] for r in pipeline.receipts if r["send_id"] == doomed} == {f"sent-{doomed}"}
