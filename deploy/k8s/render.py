@@ -34,6 +34,7 @@ class ServiceDeploy:
     cpu: str = "500m"
     memory: str = "512Mi"
     grace_seconds: int = 90  # > the longest batch: the loader's 60 s window plus the insert
+    settings: str = "services.common.settings:Settings"  # the class that reads this service's env
     config_files: tuple[str, ...] = ()  # files from the ConfigMap mounted at /etc/tagstream
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # VAR -> (secret, key)
@@ -41,6 +42,15 @@ class ServiceDeploy:
 
 KAFKA_SECRET_ENV = {"TAGSTREAM_KAFKA_SECURITY": ("tagstream-kafka", "client-settings.json")}
 CLICKHOUSE_SECRET_ENV = {"TAGSTREAM_CLICKHOUSE_URL": ("tagstream-clickhouse", "url")}
+CONFIG_DIR = "/etc/tagstream"
+# What the ConfigMaps hold until an SRE replaces them: valid, empty definitions (no custom events,
+# no geofences, no segments, no campaigns), so a fresh install starts and does nothing surprising.
+CONFIG_DEFAULTS = {
+    "event-definitions.yaml": "# Declared custom events (docs/ingest.md).\nevents: []\n",
+    "geofences.json": '{"geofences": [], "beacons": []}\n',
+    "segments.yaml": "# Segment definitions (docs/segments.md).\nsegments: []\n",
+    "campaigns.yaml": "# Campaign definitions (docs/campaigns.md).\ncampaigns: []\n",
+}
 
 SERVICES: tuple[ServiceDeploy, ...] = (
     ServiceDeploy(
@@ -48,6 +58,7 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         8080,
         None,
         max_replicas=10,
+        settings="services.ingest.collector.settings:CollectorSettings",
         env={"TAGSTREAM_COLLECTOR_HOST": "0.0.0.0", "TAGSTREAM_COLLECTOR_PORT": "8080"},
         secret_env={
             "TAGSTREAM_COLLECTOR_WRITE_KEYS": ("tagstream-collector", "write-keys"),
@@ -60,6 +71,7 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         9101,
         "tagstream-ingest",
         ("tags", "events", "locations", "delivery-receipts", "profile-updates"),
+        settings="services.ingest.settings:IngestSettings",
         config_files=("event-definitions.yaml",),
         grace_seconds=60,
     ),
@@ -70,7 +82,13 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         ("tags.valid", "events.valid", "locations.valid", "delivery-receipts.valid", "profile-updates.valid"),
         stateful=True,
         memory="1Gi",
-        config_files=("geofences.yaml",),
+        settings="services.enricher.settings:EnricherSettings",
+        config_files=("geofences.json",),
+        env={
+            "TAGSTREAM_ENRICHER_GEOFENCE_FILE": f"{CONFIG_DIR}/geofences.json",
+            # Changelog topics faust creates hold the tables: as durable as the data topics.
+            "TAGSTREAM_ENRICHER_REPLICATION_FACTOR": "3",
+        },
     ),
     ServiceDeploy(
         "segmenter",
@@ -79,6 +97,7 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         ("enriched",),
         stateful=True,
         memory="1Gi",
+        settings="services.segmenter.settings:SegmenterSettings",  # being built in parallel
         config_files=("segments.yaml",),
     ),
     ServiceDeploy(
@@ -87,8 +106,10 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         "tagstream-trigger",
         ("enriched", "segment-membership"),
         stateful=True,
+        settings="services.trigger.settings:TriggerSettings",
         config_files=("campaigns.yaml",),
-        secret_env={"TAGSTREAM_TRACKING_SECRET": ("tagstream-tracking", "signing-key")},
+        # The same key signs tracking links here and verifies them in the collector.
+        secret_env={"TAGSTREAM_TRIGGER_TRACKING_KEY": ("tagstream-tracking", "signing-key")},
     ),
     ServiceDeploy(
         "loader",
@@ -96,6 +117,9 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         "tagstream-loader",
         ("enriched", "profiles", "dead-letters", "segment-membership"),
         memory="1Gi",
+        settings="services.loader.settings:LoaderSettings",
+        # The loader serves /metrics, /healthz, /readyz and its analytics API on its own port.
+        env={"TAGSTREAM_LOADER_HOST": "0.0.0.0", "TAGSTREAM_LOADER_PORT": "9106"},
         secret_env=CLICKHOUSE_SECRET_ENV,
         grace_seconds=120,
     ),
@@ -116,7 +140,7 @@ def _container(svc: ServiceDeploy) -> dict:
     ]
     mounts = [{"name": "data", "mountPath": "/var/lib/tagstream"}]
     if svc.config_files:
-        mounts.append({"name": "config", "mountPath": "/etc/tagstream", "readOnly": True})
+        mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3}
     return {
         "name": svc.name,
@@ -239,7 +263,7 @@ def _configmap(svc: ServiceDeploy) -> dict | None:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": f"tagstream-{svc.name}", "labels": _labels(svc)},
-        "data": {name: f"# {name}: see README ({svc.name})\n" for name in svc.config_files},
+        "data": {name: CONFIG_DEFAULTS[name] for name in svc.config_files},
     }
 
 
@@ -251,7 +275,7 @@ def _common() -> str:
         "data": {
             "TAGSTREAM_KAFKA_BOOTSTRAP": "tagstream-kafka-bootstrap:9092",
             "TAGSTREAM_DATA_DIR": "/var/lib/tagstream",
-            "TAGSTREAM_CONFIG_DIR": "/etc/tagstream",
+            "TAGSTREAM_CONFIG_DIR": CONFIG_DIR,
             "TAGSTREAM_LOG_LEVEL": "INFO",
             "TAGSTREAM_HEALTH_HOST": "0.0.0.0",  # probes and scrapes come from outside the pod
         },
@@ -268,7 +292,18 @@ def _common() -> str:
             ]
         },
     }
-    return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in (config, auth))
+    return _dump([config, auth])
+
+
+class _Dumper(yaml.SafeDumper):
+    """No &anchors/*aliases for dicts shared between documents: plain YAML for every tool."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _dump(docs: list[dict]) -> str:
+    return "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False) for d in docs if d)
 
 
 def render() -> dict[str, str]:
@@ -276,7 +311,7 @@ def render() -> dict[str, str]:
     for svc in SERVICES:
         workload = _workload(svc)
         docs = [workload, _service(svc), _pdb(svc), _scaler(svc, workload["kind"]), _configmap(svc)]
-        files[f"{svc.name}.yaml"] = "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs if d)
+        files[f"{svc.name}.yaml"] = _dump(docs)
     files["kustomization.yaml"] = yaml.safe_dump(
         {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = Field(
         default=None, description="http://host:8123 for a server; unset means embedded chDB in data_dir."
     )
+    clickhouse_cluster: str | None = Field(
+        default=None,
+        description="ClickHouse cluster name: ReplicatedMergeTree ON CLUSTER + Distributed tables "
+        "(docs/deploy.md); unset means one server, plain MergeTree.",
+    )
     log_level: str = "INFO"
     instance_id: str | None = Field(
         default=None,
