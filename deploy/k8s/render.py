@@ -40,7 +40,13 @@ class ServiceDeploy:
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # VAR -> (secret, key)
 
 
-KAFKA_SECRET_ENV = {"TAGSTREAM_KAFKA_SECURITY": ("tagstream-kafka", "client-settings.json")}
+# SASL credentials from a Secret (Strimzi: a KafkaUser's secret, see docs/deploy.md); protocol,
+# mechanism and CA path are not secret and come from the overlay's common ConfigMap.
+KAFKA_SECRET_ENV = {
+    "TAGSTREAM_KAFKA_SASL_USERNAME": ("tagstream-kafka", "username"),
+    "TAGSTREAM_KAFKA_SASL_PASSWORD": ("tagstream-kafka", "password"),
+}
+KAFKA_TLS_DIR = "/etc/tagstream-kafka"  # the optional Secret tagstream-kafka-tls: ca.crt, user.crt, user.key
 CLICKHOUSE_SECRET_ENV = {"TAGSTREAM_CLICKHOUSE_URL": ("tagstream-clickhouse", "url")}
 CONFIG_DIR = "/etc/tagstream"
 # What the ConfigMaps hold until an SRE replaces them: valid, empty definitions (no custom events,
@@ -138,7 +144,10 @@ def _container(svc: ServiceDeploy) -> dict:
         {"name": k, "valueFrom": {"secretKeyRef": {"name": s, "key": key, "optional": True}}}
         for k, (s, key) in sorted(secrets.items())
     ]
-    mounts = [{"name": "data", "mountPath": "/var/lib/tagstream"}]
+    mounts = [
+        {"name": "data", "mountPath": "/var/lib/tagstream"},
+        {"name": "kafka-tls", "mountPath": KAFKA_TLS_DIR, "readOnly": True},
+    ]
     if svc.config_files:
         mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3}
@@ -167,7 +176,9 @@ def _container(svc: ServiceDeploy) -> dict:
 
 
 def _workload(svc: ServiceDeploy) -> dict:
-    volumes = []
+    volumes: list[dict] = [
+        {"name": "kafka-tls", "secret": {"secretName": "tagstream-kafka-tls", "optional": True}}
+    ]
     if svc.config_files:
         volumes.append({"name": "config", "configMap": {"name": f"tagstream-{svc.name}"}})
     if not svc.stateful:

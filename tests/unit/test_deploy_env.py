@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from deploy.k8s import render
+from services.common.security import client_config
 from services.common.settings import Settings
 from services.enricher.geofences import load_catalogue
 from services.ingest.definitions import Definitions
@@ -18,9 +19,14 @@ from services.trigger.definitions import load_campaigns
 
 OVERLAYS = Path(render.__file__).parent / "overlays"
 SECRET_PLACEHOLDER = "secret-from-k8s"
-SECRET_VALUES = {"TAGSTREAM_KAFKA_SECURITY": "{}"}  # typed secrets: a value of the right shape
 # Where each service binds /metrics, /healthz, /readyz: (host field, port value or field).
 BIND = {"collector": ("collector_host", "collector_port"), "loader": ("loader_host", "loader_port")}
+
+
+def overlay_literals(overlay: str) -> dict[str, str]:
+    kustomization = yaml.safe_load((OVERLAYS / overlay / "kustomization.yaml").read_text())
+    pairs = [lit.split("=", 1) for g in kustomization.get("configMapGenerator", []) for lit in g["literals"]]
+    return dict(pairs)
 
 
 def docs(name: str) -> list[dict]:
@@ -45,7 +51,7 @@ def container_env(svc: render.ServiceDeploy) -> dict[str, str]:
     container = docs(f"{svc.name}.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
     env = common_env()
     for item in container["env"]:
-        env[item["name"]] = item.get("value", SECRET_VALUES.get(item["name"], SECRET_PLACEHOLDER))
+        env[item["name"]] = item.get("value", SECRET_PLACEHOLDER)
     return env
 
 
@@ -130,6 +136,19 @@ class TestConfigMaps:
             data = docs(f"{svc.name}.yaml")[-1]["data"]
             for name in svc.config_files:
                 assert parsers[name](data[name]), f"{svc.name}: {name}"
+
+    def test_production_kafka_security_is_complete(self, monkeypatch):
+        """With the production overlay, every service builds SCRAM-over-TLS clients: credentials from
+        the Secret, the CA from the mounted TLS Secret."""
+        literals = overlay_literals("production")
+        for svc in render.SERVICES:
+            s = settings_from({**container_env(svc), **literals}, settings_class(svc), monkeypatch)
+            config = client_config(s)
+            assert config["security.protocol"] == "sasl_ssl"
+            assert config["sasl.username"] == config["sasl.password"] == SECRET_PLACEHOLDER
+            assert config["ssl.ca.location"].startswith(render.KAFKA_TLS_DIR + "/")
+            container = docs(f"{svc.name}.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
+            assert render.KAFKA_TLS_DIR in {m["mountPath"] for m in container["volumeMounts"]}
 
     def test_overlays_only_set_known_variables(self):
         """Variables an overlay merges into the common ConfigMap exist in the shared settings."""
