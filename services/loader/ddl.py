@@ -24,6 +24,7 @@ from __future__ import annotations
 from clickhouse_connect.driver.client import Client
 
 from services.common.clickhouse import Migration, migrate
+from services.loader.cluster import ClusterDDL
 
 DEDUP_WINDOW = 10_000  # insert tokens remembered per table: far more than batches between two commits
 TIME_SERIES_TABLES = ("tags", "events", "locations", "message_events", "profile_updates", "dead_letters")
@@ -213,8 +214,10 @@ FROM profile_updates WHERE install_id IS NOT NULL AND device_platform != ''""",
 )
 
 
-def apply(client: Client, ttl_days: int = 0) -> list[str]:
+def apply(client: Client, ttl_days: int = 0, cluster: str | None = None) -> list[str]:
     """Create or upgrade every table; set the retention TTL when one is configured."""
+    if cluster:  # every statement in its replicated + Distributed form (cluster.py)
+        client = ClusterDDL(client, cluster)  # type: ignore[assignment]
     applied = migrate(client, MIGRATIONS)
     if ttl_days > 0:
         for table in TIME_SERIES_TABLES:

@@ -191,7 +191,7 @@ def run() -> int:
     configure_logging(SERVICE, settings.log_level)
     stop = StopFlag().install()
     client = client_for(settings)
-    applied = ddl.apply(client, settings.loader_ttl_days)
+    applied = ddl.apply(client, settings.loader_ttl_days, settings.clickhouse_cluster)
     log.info("migrations applied", extra={"applied": applied})
     lock = threading.Lock()
     sink = ClickHouseSink(client, lock)
