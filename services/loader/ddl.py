@@ -214,10 +214,8 @@ FROM profile_updates WHERE install_id IS NOT NULL AND device_platform != ''""",
 )
 
 
-def apply(client: Client, ttl_days: int = 0, cluster: str | None = None) -> list[str]:
+def apply(client: Client, ttl_days: int = 0) -> list[str]:
     """Create or upgrade every table; set the retention TTL when one is configured."""
-    if cluster:  # every statement in its replicated + Distributed form (cluster.py)
-        client = ClusterDDL(client, cluster)  # type: ignore[assignment]
     applied = migrate(client, MIGRATIONS)
     if ttl_days > 0:
         for table in TIME_SERIES_TABLES:
@@ -227,3 +225,8 @@ def apply(client: Client, ttl_days: int = 0, cluster: str | None = None) -> list
                 settings={"materialize_ttl_after_modify": 0},
             )
     return applied
+
+
+def apply_on_cluster(client: Client, cluster: str, ttl_days: int = 0) -> list[str]:
+    """``apply`` for a ClickHouse cluster: every statement in its replicated + Distributed form."""
+    return apply(ClusterDDL(client, cluster), ttl_days)  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ class Recorder:
 @pytest.fixture(scope="module")
 def statements() -> list[str]:
     recorder = Recorder()
-    ddl.apply(recorder, ttl_days=90, cluster="tagstream")
+    ddl.apply_on_cluster(recorder, "tagstream", ttl_days=90)
     return recorder.commands
 
 
@@ -171,7 +171,7 @@ class TestOtherStatements:
         """The loader's client inserts synchronously through Distributed tables: its ack (after
         which offsets are committed) means every shard stored its part."""
         recorder = Recorder()
-        ddl.apply(recorder, cluster="tagstream")
+        ddl.apply_on_cluster(recorder, "tagstream")
         assert recorder.settings == {"insert_distributed_sync": 1}
         assert recorder.inserts  # migrations recorded through the Distributed table
 
