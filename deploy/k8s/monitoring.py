@@ -8,14 +8,24 @@ Kafka resource) or from Prometheus itself (``up``).
 
 Labels: the PodMonitor sets ``job="tagstream"`` and ``service=<component>`` on every series a pod
 exports, so one rule can say which service is unhealthy.
+
+Panels and rules are written here for every service, including metrics still being built on
+other branches (segmenter, trigger timers); a target or rule whose metrics the code does not export
+yet is left out of the rendered output. After a service gains metrics, re-render: the new panels
+appear, and the up-to-date tests say so until you do.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import yaml
+from prometheus_client import REGISTRY
 
 APP = "tagstream"
 JOB = 'job="tagstream"'
@@ -23,6 +33,54 @@ JOB = 'job="tagstream"'
 LAG = 'kafka_consumergroup_lag{consumergroup=~"tagstream-.*"}'
 EXPORTER_METRICS = frozenset({"kafka_consumergroup_lag", "kafka_consumergroup_current_offset"})
 PROMETHEUS_METRICS = frozenset({"up"})
+ROOT = Path(__file__).resolve().parents[2]
+
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("_count", "_sum", "_created"),
+}
+_KEYWORDS = {"and", "or", "unless", "offset", "bool"}
+
+
+def metric_families() -> list:
+    """The registry's families after importing every ``services/**/metrics.py`` (so a service that
+    gains a metrics module is covered automatically)."""
+    for path in sorted(ROOT.glob("services/**/metrics.py")):
+        importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    return list(REGISTRY.collect())
+
+
+@cache
+def exported_metric_names() -> frozenset[str]:
+    """Every sample name the services can expose (counters as _total, histograms as _bucket...)."""
+    names = {f.name + suffix for f in metric_families() for suffix in _SUFFIXES.get(f.type, ("",))}
+    return frozenset(names)
+
+
+def known_metric_names() -> frozenset[str]:
+    return exported_metric_names() | EXPORTER_METRICS | PROMETHEUS_METRICS
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression: identifiers outside strings, label matchers, ranges and
+    grouping clauses that are not function calls, keywords or numbers."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
+    expr = re.sub(r"\{[^}]*\}", " ", expr)
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    names = set()
+    # An identifier glued to a digit or dot is part of a number or duration (1h, 1e3), not a name.
+    for match in re.finditer(r"(?<![A-Za-z0-9_:.])[A-Za-z_:][A-Za-z0-9_:]*", expr):
+        if expr[match.end() :].lstrip().startswith("(") or match.group() in _KEYWORDS:
+            continue
+        names.add(match.group())
+    return names
+
+
+def _exported(expr: str) -> bool:
+    return metric_names(expr) <= known_metric_names()
 
 
 @dataclass(frozen=True)
@@ -40,10 +98,10 @@ SERVICE_METRICS: tuple[ServiceMetrics, ...] = (
     ServiceMetrics("collector", "collector_records_total", None),
     ServiceMetrics("ingest", "tagstream_ingest_records_out_total", "tagstream_ingest_dead_letters_total"),
     ServiceMetrics("enricher", "enricher_outputs_total", "enricher_dead_letters_total"),
+    ServiceMetrics("segmenter", "segmenter_records_total", "segmenter_dead_letters_total"),
     ServiceMetrics("trigger", "tagstream_trigger_messages_total", "tagstream_trigger_rejected_total"),
     ServiceMetrics("loader", "tagstream_loader_rows_total", "tagstream_loader_rejected_total"),
 )
-# The segmenter exports no metrics module yet (built in parallel); its lag is still watched.
 SERVICES = ("collector", "ingest", "enricher", "segmenter", "trigger", "loader")
 
 
@@ -115,6 +173,16 @@ def alert_groups() -> list[dict]:
         for svc in SERVICE_METRICS
         if svc.dead_letters and svc.name != "ingest"
     ]
+    dead.append(
+        _alert(
+            "TagstreamSegmenterDefinitionsRefused",
+            "sum(increase(segmenter_definition_reload_errors_total[15m])) > 0",
+            1,
+            "warning",
+            "A segment definitions file was refused",
+            "The segmenter keeps the previous definitions; its log names every offending field.",
+        )
+    )
     loader = [
         _alert(
             "TagstreamLoaderInsertsFailing",
@@ -163,12 +231,15 @@ def alert_groups() -> list[dict]:
             "Senders retry, but events are being refused at the edge until the broker acknowledges.",
         ),
     ]
+    groups = {
+        "tagstream.availability": availability,
+        "tagstream.lag": lag,
+        "tagstream.dead-letters": dead,
+        "tagstream.loader": loader,
+        "tagstream.latency": latency,
+    }
     return [
-        {"name": "tagstream.availability", "rules": availability},
-        {"name": "tagstream.lag", "rules": lag},
-        {"name": "tagstream.dead-letters", "rules": dead},
-        {"name": "tagstream.loader", "rules": loader},
-        {"name": "tagstream.latency", "rules": latency},
+        {"name": name, "rules": [r for r in rules if _exported(r["expr"])]} for name, rules in groups.items()
     ]
 
 
@@ -223,6 +294,14 @@ def _panel(title: str, targets: list[tuple[str, str]], unit: str = "short", widt
             for i, (expr, legend) in enumerate(targets)
         ],
     }
+
+
+def _available(panel: dict) -> dict | None:
+    """The panel with only the targets whose metrics are exported; None if none are."""
+    targets = [t for t in panel["targets"] if _exported(t["expr"])]
+    for i, target in enumerate(targets):
+        target["refId"] = chr(ord("A") + i)
+    return {**panel, "targets": targets} if targets else None
 
 
 def _row(title: str) -> dict:
@@ -287,6 +366,26 @@ def panels() -> list[dict]:
             "ops",
         ),
         _panel(
+            "Ingest batches: time to process, produce and commit; aborted transactions",
+            [
+                *_quantiles("tagstream_ingest_batch_seconds"),
+                ("sum(rate(tagstream_ingest_transaction_aborts_total[5m]))", "aborts/s"),
+            ],
+            "s",
+        ),
+        _panel(
+            "Ingest dedupe window and declared events",
+            [
+                ("sum(tagstream_ingest_dedupe_entries)", "message ids held"),
+                ("max(tagstream_ingest_declared_events)", "declared custom events"),
+            ],
+        ),
+        _panel(
+            "Collector tracking tokens refused",
+            [("sum by (reason) (rate(collector_tokens_refused_total[5m]))", "{{reason}}")],
+            "ops",
+        ),
+        _panel(
             "Ingest record latency (Kafka time to commit)",
             _quantiles("tagstream_ingest_record_latency_seconds"),
             "s",
@@ -328,6 +427,48 @@ def panels() -> list[dict]:
             _quantiles("tagstream_trigger_send_lag_seconds"),
             "s",
         ),
+        _panel(
+            "Trigger inputs, replays skipped, ticks",
+            [
+                ("sum by (input) (rate(tagstream_trigger_inputs_total[5m]))", "input {{input}}"),
+                ("sum by (what) (rate(tagstream_trigger_duplicates_total[5m]))", "replay skipped {{what}}"),
+                ("sum by (kind) (rate(tagstream_trigger_ticks_total[5m]))", "tick {{kind}}"),
+            ],
+            "ops",
+        ),
+        _panel(
+            "Trigger persons with a pending send or timer", [("sum(tagstream_trigger_due_persons)", "due")]
+        ),
+        _panel("Trigger time per decision", _quantiles("tagstream_trigger_decision_seconds"), "s"),
+    ]
+    segmenter = [
+        _panel(
+            "Segmenter records by outcome, facts by kind",
+            [
+                ("sum by (outcome) (rate(segmenter_records_total[5m]))", "{{outcome}}"),
+                ("sum by (kind) (rate(segmenter_facts_total[5m]))", "fact {{kind}}"),
+            ],
+            "ops",
+        ),
+        _panel(
+            "Segmenter membership changes and evaluations",
+            [
+                ("sum by (change) (rate(segmenter_changes_total[5m]))", "{{change}}"),
+                ("sum(rate(segmenter_evaluations_total[5m]))", "evaluations"),
+                ("sum(rate(segmenter_timers_fired_total[5m]))", "timers fired"),
+                ("sum by (source) (rate(segmenter_seeds_total[5m]))", "seeded from {{source}}"),
+            ],
+            "ops",
+        ),
+        _panel("Segment members", [("sum by (segment) (segmenter_members)", "{{segment}}")]),
+        _panel("Segmenter time per record", _quantiles("segmenter_record_seconds"), "s"),
+        _panel(
+            "Segment definition reloads",
+            [
+                ("sum(increase(segmenter_definition_reloads_total[1h]))", "applied"),
+                ("sum(increase(segmenter_definition_reload_errors_total[1h]))", "refused"),
+            ],
+        ),
     ]
     loader = [
         _panel(
@@ -353,12 +494,16 @@ def panels() -> list[dict]:
         ("Overview", overview),
         ("Collector and ingest", collector_ingest),
         ("Enricher", enricher),
+        ("Segmenter", segmenter),
         ("Trigger", trigger),
         ("Loader", loader),
     ]
     out: list[dict] = []
     y = 0
-    for title, section in sections:
+    for title, all_panels in sections:
+        section = [p for p in map(_available, all_panels) if p is not None]
+        if not section:
+            continue
         row = _row(title)
         row["gridPos"].update(x=0, y=y)
         out.append(row)
