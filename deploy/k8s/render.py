@@ -9,6 +9,7 @@ lag-based KEDA scaling. Monitoring (PodMonitor, PrometheusRule, Grafana dashboar
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ KAFKA_SECRET_ENV = {
 KAFKA_TLS_DIR = "/etc/tagstream-kafka"  # the optional Secret tagstream-kafka-tls: ca.crt, user.crt, user.key
 CLICKHOUSE_SECRET_ENV = {"TAGSTREAM_CLICKHOUSE_URL": ("tagstream-clickhouse", "url")}
 CONFIG_DIR = "/etc/tagstream"
+CHANGELOG_REPLICATION = "3"
 # What the ConfigMaps hold until an SRE replaces them: valid, empty definitions (no custom events,
 # no geofences, no segments, no campaigns), so a fresh install starts and does nothing surprising.
 CONFIG_DEFAULTS = {
@@ -90,11 +92,7 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         memory="1Gi",
         settings="services.enricher.settings:EnricherSettings",
         config_files=("geofences.json",),
-        env={
-            "TAGSTREAM_ENRICHER_GEOFENCE_FILE": f"{CONFIG_DIR}/geofences.json",
-            # Changelog topics faust creates hold the tables: as durable as the data topics.
-            "TAGSTREAM_ENRICHER_REPLICATION_FACTOR": "3",
-        },
+        env={"TAGSTREAM_ENRICHER_GEOFENCE_FILE": f"{CONFIG_DIR}/geofences.json"},
     ),
     ServiceDeploy(
         "segmenter",
@@ -132,13 +130,31 @@ SERVICES: tuple[ServiceDeploy, ...] = (
 )
 
 
+def _settings_fields(svc: ServiceDeploy) -> set[str]:
+    module, name = svc.settings.split(":")
+    try:
+        return set(getattr(importlib.import_module(module), name).model_fields)
+    except ModuleNotFoundError:  # a service still being built elsewhere
+        return set()
+
+
+def _env(svc: ServiceDeploy) -> dict[str, str]:
+    env = dict(svc.env)
+    replication = f"{svc.name}_replication_factor"
+    if svc.stateful and replication in _settings_fields(svc):
+        # faust's changelog topics hold the tables: as durable as the data topics. Rendered once
+        # the service's settings have the field (re-render after merging a service).
+        env[f"TAGSTREAM_{replication.upper()}"] = CHANGELOG_REPLICATION
+    return env
+
+
 def _labels(svc: ServiceDeploy) -> dict[str, str]:
     return {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": svc.name}
 
 
 def _container(svc: ServiceDeploy) -> dict:
     env = [{"name": "TAGSTREAM_HEALTH_PORT", "value": str(svc.port)}]
-    env += [{"name": k, "value": v} for k, v in sorted(svc.env.items())]
+    env += [{"name": k, "value": v} for k, v in sorted(_env(svc).items())]
     secrets = {**KAFKA_SECRET_ENV, **svc.secret_env}
     env += [
         {"name": k, "valueFrom": {"secretKeyRef": {"name": s, "key": key, "optional": True}}}

@@ -1,6 +1,7 @@
 """Kafka security settings reach every client: librdkafka keys for confluent-kafka clients and
 faust broker credentials, from one set of ``TAGSTREAM_KAFKA_*`` variables."""
 
+import ast
 import ssl
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from services.common import kafka, security
 from services.common.settings import Settings
 
 TLS = Path(__file__).resolve().parents[1] / "data" / "tls"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def settings(**fields) -> Settings:
@@ -183,3 +185,30 @@ class TestFaust:
         app = build_app(s)
         assert app.conf.broker_credentials.username == "enricher"
         assert app.conf.broker_credentials.mechanism.value == "SCRAM-SHA-256"
+
+
+def _passes_credentials(call: ast.Call) -> bool:
+    return any(
+        kw.arg is None
+        and isinstance(kw.value, ast.Call)
+        and getattr(kw.value.func, "id", "") == "faust_broker_kwargs"
+        for kw in call.keywords
+    )
+
+
+class TestEveryFaustApp:
+    def test_every_faust_app_gets_the_credentials(self):
+        """Every faust.App a service builds is given ``**faust_broker_kwargs(settings)``: a faust
+        service without it could not connect to a SASL/TLS cluster."""
+        apps = []
+        for path in sorted((ROOT / "services").rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "App"
+                    and getattr(node.func.value, "id", "") == "faust"
+                ):
+                    apps.append((f"{path.relative_to(ROOT)}:{node.lineno}", _passes_credentials(node)))
+        assert apps, "no faust apps found"
+        assert [where for where, ok in apps if not ok] == []
