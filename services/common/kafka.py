@@ -15,12 +15,19 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from services.common.security import client_config as security_config
 from services.common.settings import Settings
 from services.common.topics import ALL_TOPICS, TopicSpec, topic_name
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_security}
+    """What every confluent-kafka client here starts from: brokers, SASL/TLS, then any extra
+    librdkafka settings (``TAGSTREAM_KAFKA_SECURITY``)."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        **security_config(settings),
+        **settings.kafka_security,
+    }
 
 
 def make_producer(settings: Settings, **overrides: Any) -> Producer:
