@@ -101,15 +101,16 @@ WHERE merged_into IS NULL""",
     f"FROM message_events WHERE {_KNOWN}",
     # GPS points from `locations`, every region transition (device-reported or from GPS) from
     # `geofence_transitions`: a device-reported enter is in both tables, counted once here.
-    "locations": f"""SELECT assumeNotNull(person_id) AS person_id, event_time, toString(kind) AS kind,
+    "locations": f"""SELECT assumeNotNull(person_id) AS person_id, event_time, toString(l.kind) AS kind,
     CAST(NULL AS Nullable(String)) AS region_id, latitude, longitude
-FROM locations WHERE {_KNOWN} AND kind = 'gps'
+FROM locations AS l WHERE {_KNOWN} AND l.kind = 'gps'
 UNION ALL
-SELECT person_id, event_time, multiIf(kind = 'entered', 'enter', kind = 'exited', 'exit', 'dwell') AS kind,
+SELECT person_id, event_time,
+    multiIf(g.kind = 'entered', 'enter', g.kind = 'exited', 'exit', 'dwell') AS kind,
     CAST(region_id AS Nullable(String)) AS region_id, CAST(NULL AS Nullable(Float64)) AS latitude,
     CAST(NULL AS Nullable(Float64)) AS longitude
-FROM geofence_transitions""",
-    "sessions": "SELECT person_id, event_time FROM sessions WHERE kind = 'start'",
+FROM geofence_transitions AS g""",
+    "sessions": "SELECT person_id, event_time FROM sessions AS s WHERE s.kind = 'start'",
 }
 
 
