@@ -1,10 +1,14 @@
 """Pure conversions of the enricher's, segmenter's and trigger's records into loader rows."""
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from services.common.serde import Serde
+from services.enricher.geofences import load_catalogue
+from services.generator import catalogue as cat
 from services.loader.enriched import ENRICHED_ROUTE, routes_for
 from services.loader.rows import COLUMNS, ROUTES, ConversionError
 
@@ -171,3 +175,14 @@ class TestSources:
         """A typo in the setting is an error, not an empty loader."""
         with pytest.raises(ValueError, match="unknown loader source"):
             routes_for("raw")
+
+
+class TestDemoGeofences:
+    def test_the_demo_catalogue_is_the_generators_geofences(self):
+        """make run gives the enricher the fences the generator walks around, so visits appear."""
+        path = Path(__file__).resolve().parents[2] / "config" / "geofences.example.json"
+        fences = load_catalogue(path).geofences
+        assert [(g.id, g.latitude, g.longitude, g.radius_m) for g in fences] == [
+            (g.id, g.latitude, g.longitude, g.radius_m) for g in cat.GEOFENCES
+        ]
+        assert json.loads(path.read_text())["beacons"] == []
