@@ -155,6 +155,7 @@ def main() -> None:
                 "topic_prefix": f"bench{uuid.uuid4().hex[:6]}-",
                 "loader_flush_rows": args.batch,
                 "loader_flush_seconds": 2.0,
+                "loader_source": "valid",  # the bench produces ingest's output straight to tags.valid
                 "loader_group_id": f"bench-{uuid.uuid4().hex[:6]}",
             }
         )
