@@ -66,7 +66,8 @@ class SegmenterProcess:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM and wait; the exit code (None if it was never started)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -74,6 +75,7 @@ class SegmenterProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
+        return None if self.proc is None else self.proc.returncode
 
 
 class Topics:

@@ -82,6 +82,8 @@ def test_facts_in_entered_changes_out(segmenter: SegmenterProcess, topics: Topic
     carl = topics.seen("carl", "buyers", "entered")[0]
     assert carl["reason"] == "event:purchase" and carl["source_message_id"] == "c2"
     assert topics.dead == []
+    assert segmenter.stop() == 0  # SIGTERM: a clean stop
+    assert '"segmenter stopped"' in segmenter.log.read_text()
 
 
 def test_a_time_window_exits_by_timer_with_no_further_events(
