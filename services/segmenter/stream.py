@@ -32,7 +32,7 @@ from services.common.logs import get_logger
 from services.common.serde import Serde, SerdeError
 from services.common.steps import Rejection, SourcePosition, dead_letter
 from services.segmenter import metrics
-from services.segmenter.definitions import Segment, parse
+from services.segmenter.definitions import Segment, diff, parse
 from services.segmenter.engine import Change, Engine
 from services.segmenter.enriched import facts_for
 from services.segmenter.facts import PersonState
@@ -173,7 +173,8 @@ class Segmenter:
             else:
                 states[key] = PersonState.from_bytes(row["s"].encode())
                 members[key] = set(row["m"])
-        active = saved if saved is not None else self.segments
+        # Equal saved definitions count as the current ones (no reload to log).
+        active = saved if saved is not None and not diff(saved, self.segments).empty else self.segments
         engine = Engine(Index.build(active))
         self._count(members.values(), +1)
         changes = engine.restore(states, members, now)
