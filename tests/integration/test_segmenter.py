@@ -144,3 +144,46 @@ def test_kill_restart_keeps_membership_and_timers_and_reload_adds_a_segment(
     topics.send(sr.tag("ivy", now_ms(), "vip", mid="i1"))
     topics.wait(lambda: topics.seen("ivy", "vip-visitors", "entered"), "a new person streams into it")
     assert len(topics.seen("fay", "vip", "entered")) == 1
+
+
+def test_two_instances_share_partitions_and_one_takes_over_after_a_kill(
+    settings: Settings, tmp_path: Path, topics: Topics, definitions: Path
+):
+    """A second instance takes some partitions, the first is SIGKILLed and the second takes over:
+    counts carry over (a second tag enters `vip-twice`), nobody re-enters a segment, and every
+    pending window exit still fires."""
+    write_definitions(
+        definitions,
+        {"id": "vip", "condition": {"tag": "vip"}},
+        {"id": "vip-twice", "condition": {"tag": "vip", "at_least": 2}},
+        {"id": "recent", "condition": {"event": "visit", "within": "25s"}},
+    )
+    first = SegmenterProcess(settings, tmp_path / "first.log", definitions).start()
+    second = SegmenterProcess(
+        settings, tmp_path / "second.log", definitions, TAGSTREAM_DATA_DIR=str(tmp_path / "second")
+    )
+    try:
+        people = [f"person-{i}" for i in range(12)]
+        t = now_ms()
+        topics.send(*(sr.tag(p, t, "vip", mid=f"{p}-1") for p in people))
+        topics.send(*(sr.event(p, t, "visit", mid=f"{p}-v") for p in people))
+        topics.wait(lambda: len(topics.changes) == 24, "everyone entered vip and recent")
+        second.start()
+        wait_until(lambda: "partition restored" in second.log.read_text(), timeout=90, what="a rebalance")
+        first.kill()
+        topics.send(*(sr.tag(p, now_ms(), "vip", mid=f"{p}-2") for p in people))
+        topics.wait(
+            lambda: all(topics.seen(p, "vip-twice", "entered") for p in people), "second tags counted"
+        )
+        topics.wait(
+            lambda: all(topics.seen(p, "recent", "exited") for p in people), "every pending exit", timeout=120
+        )
+        for p in people:
+            assert len(topics.seen(p, "vip", "entered")) == 1, p
+            assert len(topics.seen(p, "vip-twice", "entered")) == 1, p
+            assert len(topics.seen(p, "recent", "entered")) == 1, p
+            assert {c["reason"] for c in topics.seen(p, "recent", "exited")} <= {"timer", "restore"}
+        assert topics.dead == []
+    finally:
+        second.stop()
+        first.stop()
