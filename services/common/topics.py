@@ -81,6 +81,10 @@ ENRICHER_IDENTITY = TopicSpec("enricher.identity", None, partitions=1)
 ENRICHER_ROUTED = TopicSpec("enricher.routed", "enriched_event")
 ENRICHER_TOPICS: tuple[TopicSpec, ...] = (ENRICHER_IDENTITY, ENRICHER_ROUTED, ENRICHED, PROFILES)
 
+# Trigger internals: wake-up calls from the trigger's timer to the partition whose persons are
+# due (value: JSON), co-partitioned with enriched/segment-membership/profiles (6 partitions).
+TRIGGER_TICKS = TopicSpec("trigger.ticks", None, retention_ms=DAY_MS)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     *RAW_TOPICS,
     *VALID_TOPICS,
@@ -90,6 +94,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     PROFILES,
     SEGMENT_MEMBERSHIP,
     SEGMENTER_TICKS,
+    TRIGGER_TICKS,
     *OUTBOUND_TOPICS,
     DEAD_LETTERS,
     INGEST_DEDUP,
