@@ -38,6 +38,14 @@ def stages(quick: bool) -> dict[str, list[str]]:
         "enricher": [py, "bench/enricher_bench.py", "--records", "3000" if quick else "20000"],
         "segmenter core": [py, "-m", "services.segmenter.bench", "--facts", "5000" if quick else "50000"],
         "loader": [py, "bench/loader_bench.py", "--rows", "20000" if quick else "200000"],
+        "pipeline": [
+            py,
+            "bench/pipeline_bench.py",
+            "--rate",
+            "20" if quick else "100",
+            "--seconds",
+            "10" if quick else "30",
+        ],
     }
 
 
@@ -86,6 +94,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {result['stage']} | failed: {result['error']} | | |")
             continue
         rates = ", ".join(f"{k} {v:,}" for k, v in result["rates"].items())
+        if "latency_ms" in result:
+            rates += "; latency ms " + ", ".join(f"{k} {v:,}" for k, v in result["latency_ms"].items())
         for i, (ratio, value) in enumerate(result["ratios"].items()):
             lines.append(
                 f"| {result['stage'] if i == 0 else ''} | {ratio} | {value:.2f} | {rates if i == 0 else ''} |"
