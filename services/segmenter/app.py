@@ -18,6 +18,7 @@ from typing import Any
 import faust
 
 from services.common.clickhouse import client_for
+from services.common.security import faust_broker_kwargs
 from services.common.serde import Serde
 from services.common.steps import SourcePosition
 from services.common.topics import DEAD_LETTERS, ENRICHED, SEGMENT_MEMBERSHIP, SEGMENTER_TICKS, topic_name
@@ -44,6 +45,7 @@ def build_app(s: SegmenterSettings, on_ready: Callable[[], None] = lambda: None)
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         topic_replication_factor=s.segmenter_replication_factor,
+        **faust_broker_kwargs(s),  # Kafka SASL/TLS (services/common/security.py)
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     enriched_name = topic_name(ENRICHED, s)
