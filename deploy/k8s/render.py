@@ -101,8 +101,9 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         ("enriched",),
         stateful=True,
         memory="1Gi",
-        settings="services.segmenter.settings:SegmenterSettings",  # being built in parallel
+        settings="services.segmenter.settings:SegmenterSettings",
         config_files=("segments.yaml",),
+        secret_env=CLICKHOUSE_SECRET_ENV,  # seeds new segments from the loaded history
     ),
     ServiceDeploy(
         "trigger",
