@@ -3,9 +3,13 @@
 One batch = a contiguous offset range of one partition, flushed every
 ``TAGSTREAM_LOADER_FLUSH_SECONDS`` or at ``TAGSTREAM_LOADER_FLUSH_ROWS``. Its path:
 
+    record intent     (topic, partition, first, last) into loader_batches
+    fast path         routes whose conversion is SQL (native.py: tags, events) on chDB: the
+                      batch's Avro bodies framed into one container that ClickHouse decodes and
+                      converts in one INSERT ... SELECT with the batch's token; anything unusual
+                      (a refused row, mixed schemas) takes the path below instead, same token
     decode            Avro → record (undecodable → dead letter)
     convert           record → row(s) per table (rows.py, enriched.py; failure → dead letter)
-    record intent     (topic, partition, first, last) into loader_batches
     insert            per table (in name order) with insert_deduplication_token
                       "topic:partition:first-last" of the records with rows in that table; rows
                       ClickHouse refuses are isolated by halving (sink.py) → dead letters
@@ -112,45 +116,66 @@ class Loader:
     def process(self, batch: Batch, stop: StopFlag) -> None:
         route = self.routes[batch.topic]
         with metrics.FLUSH_SECONDS.time():
-            tables, rejections = self.convert(route, batch)
-            while True:  # ClickHouse away: retry the same batch (same tokens), never skip it
-                try:
-                    self.sink.record_intent(batch.topic, batch.partition, batch.first, batch.last)
-                    refused = {
-                        table: self.sink.load(table, COLUMNS[table], batch.topic, batch.partition, pending)
-                        for table, pending in sorted(tables.items())
-                    }
-                    break
-                except SinkUnavailable as exc:
-                    metrics.SINK_RETRIES.inc()
-                    log.warning("clickhouse unavailable", extra={"error": str(exc), "token": batch.token})
-                    if stop.wait(2.0):
-                        return  # not committed: the next run replays this batch
+            outcome = self.insert(route, batch, stop)
+            if outcome is None:
+                return  # stopped while ClickHouse was away: not committed, the next run replays it
+            loaded, rejections = outcome
             self._test_kill_hook()
-            by_offset = {item.offset: item for item in batch.items}
-            refused_offsets: set[int] = set()
-            for table_refused in refused.values():
-                for r in table_refused:
-                    if r.offset not in refused_offsets:  # one dead letter per record
-                        refused_offsets.add(r.offset)
-                        rejections.append(
-                            (by_offset[r.offset], Rejection("clickhouse_rejected", r.message, "insert"))
-                        )
             self.send_dead_letters(batch, rejections)
             self.consumer.commit(
                 offsets=[TopicPartition(batch.topic, batch.partition, batch.last + 1)], asynchronous=False
             )
         metrics.RECORDS.labels(batch.topic).inc(len(batch.items))
-        loaded_total = 0
-        for table, pending in tables.items():
-            loaded = sum(len(p.rows) for p in pending) - len(refused[table])
-            loaded_total += loaded
-            metrics.ROWS.labels(table).inc(loaded)
+        for table, rows in loaded.items():
+            metrics.ROWS.labels(table).inc(rows)
             metrics.BATCHES.labels(table).inc()
         log.info(
             "batch committed",
-            extra={"token": batch.token, "rows": loaded_total, "rejected": len(rejections)},
+            extra={"token": batch.token, "rows": sum(loaded.values()), "rejected": len(rejections)},
         )
+
+    def insert(
+        self, route: Route | FanOutRoute, batch: Batch, stop: StopFlag
+    ) -> tuple[dict[str, int], list[tuple[Item, Rejection]]] | None:
+        """Intent, then the rows: decoded by ClickHouse when the route allows (native.py), else
+        decoded and converted here. Returns rows loaded per table and the records that cannot
+        load; None if stopped while ClickHouse was unavailable."""
+        converted: tuple[dict[str, list[Pending]], list[tuple[Item, Rejection]]] | None = None
+        while True:  # ClickHouse away: retry the same batch (same tokens), never skip it
+            try:
+                self.sink.record_intent(batch.topic, batch.partition, batch.first, batch.last)
+                if isinstance(route, Route) and self.sink.load_avro(
+                    route.table,
+                    route.columns,
+                    route.topic.record_type or "",
+                    batch.topic,
+                    batch.partition,
+                    [(item.offset, item.value) for item in batch.items],
+                ):
+                    return {route.table: len(batch.items)}, []
+                converted = converted or self.convert(route, batch)
+                tables, rejections = converted
+                refused = {
+                    table: self.sink.load(table, COLUMNS[table], batch.topic, batch.partition, pending)
+                    for table, pending in sorted(tables.items())
+                }
+                break
+            except SinkUnavailable as exc:
+                metrics.SINK_RETRIES.inc()
+                log.warning("clickhouse unavailable", extra={"error": str(exc), "token": batch.token})
+                if stop.wait(2.0):
+                    return None
+        by_offset = {item.offset: item for item in batch.items}
+        refused_offsets: set[int] = set()
+        for table_refused in refused.values():
+            for r in table_refused:
+                if r.offset not in refused_offsets:  # one dead letter per record
+                    refused_offsets.add(r.offset)
+                    rejections.append(
+                        (by_offset[r.offset], Rejection("clickhouse_rejected", r.message, "insert"))
+                    )
+        loaded = {t: sum(len(p.rows) for p in pending) - len(refused[t]) for t, pending in tables.items()}
+        return loaded, rejections
 
     def convert(
         self, route: Route | FanOutRoute, batch: Batch
