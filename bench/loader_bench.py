@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pstats
 import shutil
 import socket
@@ -141,6 +142,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000, help="loader flush rows (and direct batch size)")
     parser.add_argument("--lag-samples", type=int, default=10, help="records timed produce -> queryable")
     parser.add_argument("--profile", action="store_true", help="print where the loader spends its time")
+    parser.add_argument("--json", type=Path, help="also write the result here (bench/run.py)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="loader-bench-"))
     base = LoaderSettings(data_dir=tmp, kafka_port=free_port(), kafka_controller_port=free_port())
@@ -153,6 +155,7 @@ def main() -> None:
                 "topic_prefix": f"bench{uuid.uuid4().hex[:6]}-",
                 "loader_flush_rows": args.batch,
                 "loader_flush_seconds": 2.0,
+                "loader_source": "valid",  # the bench produces ingest's output straight to tags.valid
                 "loader_group_id": f"bench-{uuid.uuid4().hex[:6]}",
             }
         )
@@ -206,6 +209,18 @@ def main() -> None:
             f"median {lags[len(lags) // 2] / window:.2f}x, max {lags[-1] / window:.2f}x the window "
             f"({len(lags)} records)"
         )
+        if args.json:
+            result = {
+                "stage": "loader",
+                "rows": args.rows,
+                "rates": {"direct insert": round(direct), "loader": round(end_to_end)},
+                "ratios": {"loader/direct insert": round(end_to_end / direct, 3)},
+                "lag_over_window": {
+                    "median": round(lags[len(lags) // 2] / window, 2),
+                    "max": round(lags[-1] / window, 2),
+                },
+            }
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
     finally:
         if broker:
             broker.stop()

@@ -18,6 +18,7 @@ from services.cli.dlq import dlq_app
 from services.cli.importer import import_app
 from services.cli.progress import progress_bar
 from services.cli.registry import registry_app
+from services.cli.segments import segments_app
 from services.cli.service_registry import entry_point
 from services.common.broker import BrokerError, LocalBroker, kafka_jars
 from services.common.jsonform import JsonForm, JsonFormError, dumps, parse_time
@@ -37,6 +38,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(registry_app, name="registry")
 app.add_typer(import_app, name="import")
+app.add_typer(segments_app, name="segments")
 app.command("report")(analytics_mod.report)
 app.command("query")(analytics_mod.query)
 

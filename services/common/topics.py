@@ -59,6 +59,9 @@ PROFILES = TopicSpec("profiles", "profile", cleanup_policy="compact", retention_
 
 # Segmenter output: entered/exited changes.
 SEGMENT_MEMBERSHIP = TopicSpec("segment-membership", "segment_membership")
+# Segmenter internal: one empty tick per owned partition per second, so timers run in the context of
+# their partition (table writes need it). Same partition count as `enriched`; an hour is plenty.
+SEGMENTER_TICKS = TopicSpec("segmenter.ticks", None, partitions=ENRICHED.partitions, retention_ms=3600 * 1000)
 
 # Trigger output: rendered messages for senders, one topic per channel.
 OUTBOUND_TOPICS: tuple[TopicSpec, ...] = tuple(
@@ -90,6 +93,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ENRICHED,
     PROFILES,
     SEGMENT_MEMBERSHIP,
+    SEGMENTER_TICKS,
     TRIGGER_TICKS,
     *OUTBOUND_TOPICS,
     DEAD_LETTERS,

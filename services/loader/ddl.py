@@ -24,9 +24,16 @@ from __future__ import annotations
 from clickhouse_connect.driver.client import Client
 
 from services.common.clickhouse import Migration, migrate
+from services.loader.cluster import ClusterDDL
 
 DEDUP_WINDOW = 10_000  # insert tokens remembered per table: far more than batches between two commits
-TIME_SERIES_TABLES = ("tags", "events", "locations", "message_events", "profile_updates", "dead_letters")
+TIME_SERIES_TABLES = (
+    *("tags", "events", "locations", "message_events", "profile_updates", "dead_letters", "sessions"),
+    *("geofence_transitions", "segment_membership", "outbound_messages"),
+)
+# Views with the segmenter's SQL-oracle contract (docs/segments.md), over the loaded tables:
+# ``sql.compile_segment(segment, now_ms, database=SEGMENT_FACTS_DATABASE)``.
+SEGMENT_FACTS_DATABASE = "segment_facts"
 
 _ENVELOPE = """
     message_id String,
@@ -52,6 +59,60 @@ _SOURCE = """
     INDEX identity_idx identity_key TYPE bloom_filter GRANULARITY 4"""
 
 _SETTINGS = f"SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"
+
+
+def _person_series(table: str, columns: str, order_by: str) -> str:
+    """A table of the enricher's derived events (person id always known, no input envelope)."""
+    return f"""CREATE TABLE IF NOT EXISTS {table} (
+    message_id String,
+    person_id String,
+    device_id Nullable(String),
+    event_time DateTime64(3, 'UTC'),{columns},
+    _topic LowCardinality(String),
+    _partition UInt16,
+    _offset UInt64,
+    _loaded_at DateTime64(3, 'UTC') DEFAULT now64(3))
+ENGINE = MergeTree PARTITION BY toYYYYMM(event_time) ORDER BY ({order_by}) {_SETTINGS}"""
+
+
+def _view(name: str, select: str) -> str:
+    # Unqualified tables in a view resolve to the current database when it is created.
+    return f"CREATE OR REPLACE VIEW {SEGMENT_FACTS_DATABASE}.{name} AS {select}"
+
+
+_KNOWN = "person_id IS NOT NULL"  # rows loaded from *.valid have no person: not facts of anyone
+_ATTRIBUTE_JSON = """multiIf(a.3 IS NULL, 'null',
+        a.2 = 'number', ifNull(toString(toFloat64OrNull(trim(assumeNotNull(a.3)))), 'null'),
+        a.2 = 'boolean', if(lower(assumeNotNull(a.3)) IN ('true', 'false'),
+                            lower(assumeNotNull(a.3)), 'null'),
+        toJSONString(assumeNotNull(a.3)))"""
+SEGMENT_FACT_VIEWS: dict[str, str] = {
+    # One row per attribute of each current profile (a merged-away person has no facts left).
+    "profiles": f"""SELECT person_id, a.1 AS name, {_ATTRIBUTE_JSON} AS value, a.5 AS updated_at
+FROM profiles FINAL
+ARRAY JOIN arrayZip(attribute_names, attribute_types, attribute_values, attribute_scopes,
+                    attribute_times) AS a
+WHERE merged_into IS NULL""",
+    "tags": f"SELECT assumeNotNull(person_id) AS person_id, event_time, toString(name) AS name, value "
+    f"FROM tags WHERE {_KNOWN}",
+    "events": f"SELECT assumeNotNull(person_id) AS person_id, event_time, toString(name) AS name, properties "
+    f"FROM events WHERE {_KNOWN}",
+    "message_events": "SELECT assumeNotNull(person_id) AS person_id, event_time, "
+    "toString(channel) AS channel, nullIf(toString(campaign_id), '') AS campaign, toString(status) AS status "
+    f"FROM message_events WHERE {_KNOWN}",
+    # GPS points from `locations`, every region transition (device-reported or from GPS) from
+    # `geofence_transitions`: a device-reported enter is in both tables, counted once here.
+    "locations": f"""SELECT assumeNotNull(person_id) AS person_id, event_time, toString(l.kind) AS kind,
+    CAST(NULL AS Nullable(String)) AS region_id, latitude, longitude
+FROM locations AS l WHERE {_KNOWN} AND l.kind = 'gps'
+UNION ALL
+SELECT person_id, event_time,
+    multiIf(g.kind = 'entered', 'enter', g.kind = 'exited', 'exit', 'dwell') AS kind,
+    CAST(region_id AS Nullable(String)) AS region_id, CAST(NULL AS Nullable(Float64)) AS latitude,
+    CAST(NULL AS Nullable(Float64)) AS longitude
+FROM geofence_transitions AS g""",
+    "sessions": "SELECT person_id, event_time FROM sessions AS s WHERE s.kind = 'start'",
+}
 
 
 def _series(table: str, columns: str, order_by: str, extra: str = "") -> str:
@@ -210,12 +271,149 @@ SELECT assumeNotNull(install_id) AS install_id, app_id, device_platform AS platf
 FROM profile_updates WHERE install_id IS NOT NULL AND device_platform != ''""",
         ],
     ),
+    Migration(
+        "0011_profiles_loaded",
+        [
+            # 0007's table was a placeholder nothing ever loaded: replaced by the shape of
+            # schemas/profile.avsc. Version = Kafka offset: `profiles` is keyed by person id, so a
+            # person's profiles share one partition and the last written is the latest.
+            "DROP TABLE IF EXISTS profiles",
+            """CREATE TABLE IF NOT EXISTS profiles (
+    person_id String,
+    updated_at DateTime64(3, 'UTC'),
+    merged_into Nullable(String),
+    external_user_id Nullable(String),
+    email Nullable(String),
+    phone Nullable(String),
+    attribute_names Array(String),
+    attribute_types Array(LowCardinality(String)),
+    attribute_values Array(Nullable(String)),
+    attribute_scopes Array(String),
+    attribute_times Array(DateTime64(3, 'UTC')),
+    tags Map(String, String),
+    device_ids Array(String),
+    device_platforms Array(LowCardinality(String)),
+    device_push_tokens Array(Nullable(String)),
+    device_uninstalled Array(Bool),
+    device_last_seen Array(DateTime64(3, 'UTC')),
+    first_seen Nullable(DateTime64(3, 'UTC')),
+    last_seen Nullable(DateTime64(3, 'UTC')),
+    session_count UInt32,
+    last_session_start Nullable(DateTime64(3, 'UTC')),
+    last_latitude Nullable(Float64),
+    last_longitude Nullable(Float64),
+    last_location_time Nullable(DateTime64(3, 'UTC')),
+    install_source Map(LowCardinality(String), String),
+    last_open Map(LowCardinality(String), DateTime64(3, 'UTC')),
+    last_click Map(LowCardinality(String), DateTime64(3, 'UTC')),
+    subscriptions Array(String),
+    _topic LowCardinality(String),
+    _partition UInt16,
+    _offset UInt64,
+    _loaded_at DateTime64(3, 'UTC') DEFAULT now64(3))
+ENGINE = ReplacingMergeTree(_offset) ORDER BY person_id """
+            + _SETTINGS,
+        ],
+    ),
+    Migration(
+        "0012_sessions",
+        [
+            # session_start / session_end from the enricher; an end is emitted when the next
+            # session starts (no timers), so a person's current session has no end row yet.
+            _person_series(
+                "sessions",
+                """
+    kind LowCardinality(String),
+    session_id String,
+    duration_ms Nullable(UInt64)""",
+                "person_id, event_time",
+            )
+        ],
+    ),
+    Migration(
+        "0013_geofence_transitions",
+        [
+            _person_series(
+                "geofence_transitions",
+                """
+    kind LowCardinality(String),
+    region_id String,
+    region_kind LowCardinality(String),
+    reported_by LowCardinality(String)""",
+                "region_id, kind, event_time",
+            )
+        ],
+    ),
+    Migration(
+        "0014_identity_merges_loaded",
+        [
+            "ALTER TABLE identity_merges ADD COLUMN IF NOT EXISTS _topic LowCardinality(String)",
+            "ALTER TABLE identity_merges ADD COLUMN IF NOT EXISTS _partition UInt16",
+            "ALTER TABLE identity_merges ADD COLUMN IF NOT EXISTS _offset UInt64",
+            "ALTER TABLE identity_merges ADD COLUMN IF NOT EXISTS _loaded_at DateTime64(3, 'UTC') "
+            "DEFAULT now64(3)",
+            "ALTER TABLE identity_merges MODIFY SETTING "
+            f"non_replicated_deduplication_window = {DEDUP_WINDOW}",
+        ],
+    ),
+    Migration(
+        "0015_segment_membership",
+        [
+            # event_time is the change's time (change_time in schemas/segment_membership.avsc).
+            """CREATE TABLE IF NOT EXISTS segment_membership (
+    change_id String,
+    person_id String,
+    segment_id LowCardinality(String),
+    change LowCardinality(String),
+    event_time DateTime64(3, 'UTC'),
+    reason LowCardinality(String),
+    source_message_id Nullable(String),
+    _topic LowCardinality(String),
+    _partition UInt16,
+    _offset UInt64,
+    _loaded_at DateTime64(3, 'UTC') DEFAULT now64(3))
+ENGINE = MergeTree PARTITION BY toYYYYMM(event_time) ORDER BY (segment_id, person_id, event_time) """
+            + _SETTINGS
+        ],
+    ),
+    Migration(
+        "0016_outbound_messages",
+        [
+            # event_time is when the trigger decided to send (created_time in the schema).
+            """CREATE TABLE IF NOT EXISTS outbound_messages (
+    message_id String,
+    event_time DateTime64(3, 'UTC'),
+    person_id String,
+    campaign_id LowCardinality(String),
+    channel LowCardinality(String),
+    destination String,
+    platform LowCardinality(Nullable(String)),
+    content Map(LowCardinality(String), String),
+    tracking_token Nullable(String),
+    transactional Bool,
+    trigger_event_id String,
+    trigger_kind LowCardinality(String),
+    trigger_name LowCardinality(String),
+    trigger_time DateTime64(3, 'UTC'),
+    send_slot Nullable(String),
+    _topic LowCardinality(String),
+    _partition UInt16,
+    _offset UInt64,
+    _loaded_at DateTime64(3, 'UTC') DEFAULT now64(3))
+ENGINE = MergeTree PARTITION BY toYYYYMM(event_time) ORDER BY (campaign_id, channel, event_time) """
+            + _SETTINGS
+        ],
+    ),
 )
 
 
 def apply(client: Client, ttl_days: int = 0) -> list[str]:
-    """Create or upgrade every table; set the retention TTL when one is configured."""
+    """Create or upgrade every table, (re)create the segment fact views, set the TTL if configured."""
     applied = migrate(client, MIGRATIONS)
+    # Views hold no data: replaced on every start, so they always match this code.
+    client.command(f"CREATE DATABASE IF NOT EXISTS {SEGMENT_FACTS_DATABASE}")
+    for name, select in SEGMENT_FACT_VIEWS.items():
+        client.command(_view(name, select))
     if ttl_days > 0:
         for table in TIME_SERIES_TABLES:
             # Existing rows are dropped at the next merge, not rewritten now.
@@ -224,3 +422,8 @@ def apply(client: Client, ttl_days: int = 0) -> list[str]:
                 settings={"materialize_ttl_after_modify": 0},
             )
     return applied
+
+
+def apply_on_cluster(client: Client, cluster: str, ttl_days: int = 0) -> list[str]:
+    """``apply`` for a ClickHouse cluster: every statement in its replicated + Distributed form."""
+    return apply(ClusterDDL(client, cluster), ttl_days)  # type: ignore[arg-type]

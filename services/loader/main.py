@@ -3,16 +3,23 @@
 One batch = a contiguous offset range of one partition, flushed every
 ``TAGSTREAM_LOADER_FLUSH_SECONDS`` or at ``TAGSTREAM_LOADER_FLUSH_ROWS``. Its path:
 
-    decode            Avro → record (undecodable → dead letter)
-    convert           record → row(s) of the route's table (rows.py; failure → dead letter)
     record intent     (topic, partition, first, last) into loader_batches
-    insert            with insert_deduplication_token "topic:partition:first-last"; rows
+    fast path         routes whose conversion is SQL (native.py: tags, events) on chDB: the
+                      batch's Avro bodies framed into one container that ClickHouse decodes and
+                      converts in one INSERT ... SELECT with the batch's token; anything unusual
+                      (a refused row, mixed schemas) takes the path below instead, same token
+    decode            Avro → record (undecodable → dead letter)
+    convert           record → row(s) per table (rows.py, enriched.py; failure → dead letter)
+    insert            per table (in name order) with insert_deduplication_token
+                      "topic:partition:first-last" of the records with rows in that table; rows
                       ClickHouse refuses are isolated by halving (sink.py) → dead letters
     dead letters      produced and acknowledged
     commit            offset last+1, only now
 
 A crash anywhere before the commit replays the range; the intent log cuts the replayed batch at
-the same offsets, so its inserts carry the same tokens and ClickHouse drops what it already has.
+the same offsets, so its inserts carry the same tokens and ClickHouse drops what it already has
+(conversion is deterministic, so each table gets the same offsets again; tokens are remembered
+per table, so one token in several tables is fine).
 Records of ``dead-letters`` that cannot load are logged and counted, never re-dead-lettered
 (that would loop).
 """
@@ -38,7 +45,8 @@ from services.loader import ddl, metrics
 from services.loader.analytics import api_file
 from services.loader.api import AnalyticsServer
 from services.loader.batcher import Batch, Batcher, Item
-from services.loader.rows import ROUTES, ConversionError, Route
+from services.loader.enriched import routes_for
+from services.loader.rows import COLUMNS, ConversionError, FanOutRoute, Route
 from services.loader.settings import LoaderSettings
 from services.loader.sink import ClickHouseSink, Pending, SinkUnavailable
 
@@ -55,7 +63,9 @@ class Loader:
         self.consumer = consumer
         self.producer = producer
         self.serde = Serde(registry_url=settings.schema_registry_url)
-        self.routes: dict[str, Route] = {topic_name(r.topic, settings): r for r in ROUTES}
+        self.routes: dict[str, Route | FanOutRoute] = {
+            topic_name(r.topic, settings): r for r in routes_for(settings.loader_source)
+        }
         self.dead_letter_topic = topic_name(DEAD_LETTERS, settings)
         self.batcher = Batcher(settings.loader_flush_seconds, settings.loader_flush_rows)
         self._checked: set[tuple[str, int]] = set()  # partitions whose replay boundary is known
@@ -106,37 +116,72 @@ class Loader:
     def process(self, batch: Batch, stop: StopFlag) -> None:
         route = self.routes[batch.topic]
         with metrics.FLUSH_SECONDS.time():
-            pending, rejections = self.convert(route, batch)
-            while True:  # ClickHouse away: retry the same batch (same tokens), never skip it
-                try:
-                    self.sink.record_intent(batch.topic, batch.partition, batch.first, batch.last)
-                    refused = self.sink.load(
-                        route.table, route.columns, batch.topic, batch.partition, pending
-                    )
-                    break
-                except SinkUnavailable as exc:
-                    metrics.SINK_RETRIES.inc()
-                    log.warning("clickhouse unavailable", extra={"error": str(exc), "token": batch.token})
-                    if stop.wait(2.0):
-                        return  # not committed: the next run replays this batch
+            outcome = self.insert(route, batch, stop)
+            if outcome is None:
+                return  # stopped while ClickHouse was away: not committed, the next run replays it
+            loaded, rejections = outcome
             self._test_kill_hook()
-            by_offset = {item.offset: item for item in batch.items}
-            for r in refused:
-                rejections.append(
-                    (by_offset[r.offset], Rejection("clickhouse_rejected", r.message, "insert"))
-                )
             self.send_dead_letters(batch, rejections)
             self.consumer.commit(
                 offsets=[TopicPartition(batch.topic, batch.partition, batch.last + 1)], asynchronous=False
             )
         metrics.RECORDS.labels(batch.topic).inc(len(batch.items))
-        loaded = sum(len(p.rows) for p in pending) - len(refused)
-        metrics.ROWS.labels(route.table).inc(loaded)
-        metrics.BATCHES.labels(route.table).inc()
-        log.info("batch committed", extra={"token": batch.token, "rows": loaded, "rejected": len(rejections)})
+        for table, rows in loaded.items():
+            metrics.ROWS.labels(table).inc(rows)
+            metrics.BATCHES.labels(table).inc()
+        log.info(
+            "batch committed",
+            extra={"token": batch.token, "rows": sum(loaded.values()), "rejected": len(rejections)},
+        )
 
-    def convert(self, route: Route, batch: Batch) -> tuple[list[Pending], list[tuple[Item, Rejection]]]:
-        pending: list[Pending] = []
+    def insert(
+        self, route: Route | FanOutRoute, batch: Batch, stop: StopFlag
+    ) -> tuple[dict[str, int], list[tuple[Item, Rejection]]] | None:
+        """Intent, then the rows: decoded by ClickHouse when the route allows (native.py), else
+        decoded and converted here. Returns rows loaded per table and the records that cannot
+        load; None if stopped while ClickHouse was unavailable."""
+        converted: tuple[dict[str, list[Pending]], list[tuple[Item, Rejection]]] | None = None
+        while True:  # ClickHouse away: retry the same batch (same tokens), never skip it
+            try:
+                self.sink.record_intent(batch.topic, batch.partition, batch.first, batch.last)
+                if isinstance(route, Route) and self.sink.load_avro(
+                    route.table,
+                    route.columns,
+                    route.topic.record_type or "",
+                    batch.topic,
+                    batch.partition,
+                    [(item.offset, item.value) for item in batch.items],
+                ):
+                    return {route.table: len(batch.items)}, []
+                converted = converted or self.convert(route, batch)
+                tables, rejections = converted
+                refused = {
+                    table: self.sink.load(table, COLUMNS[table], batch.topic, batch.partition, pending)
+                    for table, pending in sorted(tables.items())
+                }
+                break
+            except SinkUnavailable as exc:
+                metrics.SINK_RETRIES.inc()
+                log.warning("clickhouse unavailable", extra={"error": str(exc), "token": batch.token})
+                if stop.wait(2.0):
+                    return None
+        by_offset = {item.offset: item for item in batch.items}
+        refused_offsets: set[int] = set()
+        for table_refused in refused.values():
+            for r in table_refused:
+                if r.offset not in refused_offsets:  # one dead letter per record
+                    refused_offsets.add(r.offset)
+                    rejections.append(
+                        (by_offset[r.offset], Rejection("clickhouse_rejected", r.message, "insert"))
+                    )
+        loaded = {t: sum(len(p.rows) for p in pending) - len(refused[t]) for t, pending in tables.items()}
+        return loaded, rejections
+
+    def convert(
+        self, route: Route | FanOutRoute, batch: Batch
+    ) -> tuple[dict[str, list[Pending]], list[tuple[Item, Rejection]]]:
+        """Rows per table, each record's rows tagged with its offset; the records that cannot load."""
+        tables: dict[str, list[Pending]] = {}
         rejections: list[tuple[Item, Rejection]] = []
         for item in batch.items:
             try:
@@ -149,10 +194,13 @@ class Loader:
                 rejections.append((item, Rejection("unexpected_type", message, "decode")))
                 continue
             try:
-                pending.append(Pending(item.offset, route.rows(record)))
+                outputs = route.outputs(record, self.serde.decode)
             except ConversionError as exc:
                 rejections.append((item, Rejection("unconvertible", str(exc), "convert")))
-        return pending, rejections
+                continue
+            for table, rows in outputs.items():
+                tables.setdefault(table, []).append(Pending(item.offset, rows))
+        return tables, rejections
 
     def send_dead_letters(self, batch: Batch, rejections: list[tuple[Item, Rejection]]) -> None:
         if not rejections:
@@ -191,7 +239,10 @@ def run() -> int:
     configure_logging(SERVICE, settings.log_level)
     stop = StopFlag().install()
     client = client_for(settings)
-    applied = ddl.apply(client, settings.loader_ttl_days)
+    if settings.clickhouse_cluster:  # ReplicatedMergeTree ON CLUSTER + Distributed tables
+        applied = ddl.apply_on_cluster(client, settings.clickhouse_cluster, settings.loader_ttl_days)
+    else:
+        applied = ddl.apply(client, settings.loader_ttl_days)
     log.info("migrations applied", extra={"applied": applied})
     lock = threading.Lock()
     sink = ClickHouseSink(client, lock)
@@ -205,7 +256,10 @@ def run() -> int:
     marker = api_file(settings)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"url": server.url, "pid": os.getpid()}))
-    log.info("loader started", extra={"api": server.url, "topics": list(loader.routes)})
+    log.info(
+        "loader started",
+        extra={"api": server.url, "topics": list(loader.routes), "source": settings.loader_source},
+    )
     try:
         loader.run(stop)
     finally:

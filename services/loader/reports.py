@@ -2,8 +2,12 @@
 
 Every report takes ``since`` / ``until`` (event time, UTC, half-open) and ``app`` ('' = all
 apps); ``person_tags`` also takes ``person`` (any identifier, or a person id) and ``search``.
-A person is ``coalesce(person_id, identity_key)``: the enricher's person id once it is loaded,
-until then the record's strongest identifier. "Activity" is any event or tag hit.
+A person is ``coalesce(person_id, identity_key)``: the enricher's person id (loaded from
+``enriched``, the default source), else the record's strongest identifier (``*.valid`` source).
+"Activity" is any event or tag hit. Location visits come from ``geofence_transitions`` (the
+enricher's GPS- and device-reported transitions) plus, for rows loaded from ``locations.valid``,
+the device-reported enter/exit in ``locations``; transitions carry no app, so ``--app`` keeps
+only the latter.
 """
 
 from __future__ import annotations
@@ -17,6 +21,15 @@ _WINDOW = (
     "AND ({app:String} = '' OR app_id = {app:String})"
 )
 _PERSON = "coalesce(person_id, identity_key)"
+# Region transitions, each once: with person_id (enriched source) they are in geofence_transitions.
+_TRANSITIONS = f"""visits AS (
+    SELECT event_time, region_id, toString(l.kind) AS kind, {_PERSON} AS person FROM locations AS l
+    WHERE {_WINDOW} AND region_id != '' AND l.kind IN ('enter', 'exit') AND person_id IS NULL
+    UNION ALL
+    SELECT event_time, region_id, if(g.kind = 'entered', 'enter', 'exit') AS kind, person_id AS person
+    FROM geofence_transitions AS g
+    WHERE g.kind IN ('entered', 'exited') AND event_time >= {{since:DateTime64(3, 'UTC')}}
+      AND event_time < {{until:DateTime64(3, 'UTC')}} AND {{app:String}} = '')"""
 _ACTIVITY = f"""activity AS (
     SELECT {_PERSON} AS person, event_time FROM events WHERE {_WINDOW}
     UNION ALL
@@ -67,7 +80,7 @@ ORDER BY event_time DESC, tag LIMIT 10000""",
         Report(
             "campaigns",
             "Sent → delivered → opened → clicked per campaign and channel (sends counted once per "
-            "stage), rates of each stage, bounces, complaints, unsubscribes.",
+            "stage), rates of each stage, bounces, complaints, unsubscribes, persons reached.",
             f"""SELECT campaign_id AS campaign, channel,
   uniqExactIf(send_id, status = 'sent') AS sent,
   uniqExactIf(send_id, status = 'delivered') AS delivered,
@@ -78,7 +91,8 @@ ORDER BY event_time DESC, tag LIMIT 10000""",
   if(delivered = 0, NULL, round(clicked / delivered, 4)) AS click_rate,
   uniqExactIf(send_id, status IN {BOUNCED}) AS bounces,
   uniqExactIf(send_id, status = 'complained') AS complaints,
-  uniqExactIf(send_id, status = 'unsubscribed') AS unsubscribes
+  uniqExactIf(send_id, status = 'unsubscribed') AS unsubscribes,
+  uniqExact({_PERSON}) AS persons
 FROM message_events WHERE {_WINDOW} GROUP BY campaign, channel ORDER BY campaign, channel""",
         ),
         Report(
@@ -134,10 +148,11 @@ FROM per_person GROUP BY recency, frequency ORDER BY min(days_since), min(active
         Report(
             "locations",
             "Entries, exits, unique visitors and average dwell (enter → exit) per location per day.",
-            f"""WITH transitions AS (
-  SELECT toDate(event_time) AS day, region_id, kind, {_PERSON} AS person, event_time,
+            f"""WITH {_TRANSITIONS},
+transitions AS (
+  SELECT toDate(event_time) AS day, region_id, kind, person, event_time,
     lagInFrame(kind) OVER w AS previous_kind, lagInFrame(event_time) OVER w AS previous_time
-  FROM locations WHERE {_WINDOW} AND region_id != ''
+  FROM visits
   WINDOW w AS (PARTITION BY person, region_id ORDER BY event_time
                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
 SELECT day, region_id AS location, countIf(kind = 'enter') AS entries, countIf(kind = 'exit') AS exits,
@@ -150,11 +165,11 @@ FROM transitions GROUP BY day, location ORDER BY day, location""",
         ),
         Report(
             "installs",
-            "Installs and installing devices by attribution source (context campaign_source, "
-            "utm_source, else 'organic').",
+            "Installs, installing devices and persons by attribution source (context "
+            "campaign_source, utm_source, else 'organic').",
             f"""SELECT coalesce(nullIf(context['campaign_source'], ''), nullIf(context['utm_source'], ''),
     'organic') AS attribution_source,
-  count() AS installs, uniqExact(identity_key) AS devices
+  count() AS installs, uniqExact(identity_key) AS devices, uniqExact({_PERSON}) AS persons
 FROM events WHERE {_WINDOW} AND kind = 'install' GROUP BY attribution_source ORDER BY installs DESC,
   attribution_source""",
         ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from services.common.settings import Settings
@@ -13,6 +15,12 @@ class LoaderSettings(Settings):
     )
     loader_flush_rows: int = Field(
         default=50_000, gt=0, description="Flush a partition's batch at this size."
+    )
+    loader_source: Literal["enriched", "valid"] = Field(
+        default="enriched",
+        description="enriched: load the enricher's person-attributed `enriched` topic; valid: load "
+        "ingest's five *.valid topics (person_id stays NULL), for a pipeline without the enricher. "
+        "Never both: every input record would load twice.",
     )
     loader_group_id: str = Field(default="tagstream-loader", description="Kafka consumer group.")
     loader_session_timeout_ms: int = Field(

@@ -21,6 +21,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
+from services.loader.native import NativeLoader
 from services.loader.rows import SOURCE_COLUMNS, Row
 
 
@@ -56,6 +57,8 @@ class ClickHouseSink:
         self.client = client
         self.lock = lock or threading.Lock()  # the analytics API shares the embedded client
         self.inserts = 0  # acknowledged insert calls (for metrics and tests)
+        self.native = NativeLoader(client)
+        self.native_batches = 0  # batches ClickHouse decoded itself (for the bench and tests)
 
     def pending_boundary(self, topic: str, partition: int, first_offset: int) -> int | None:
         """The last offset of a batch that started at ``first_offset`` before a crash, if any."""
@@ -74,6 +77,24 @@ class ClickHouseSink:
             [[topic, partition, first, last]],
             column_names=["topic", "partition", "first_offset", "last_offset"],
         )
+
+    def load_avro(
+        self,
+        table: str,
+        columns: Sequence[str],
+        record_type: str,
+        topic: str,
+        partition: int,
+        items: Sequence[tuple[int, bytes | None]],
+    ) -> bool:
+        """The whole batch decoded and converted by ClickHouse (native.py), with the batch's token;
+        False when that path does not apply or ClickHouse refused it: use :meth:`load`."""
+        if not self.native.enabled:
+            return False
+        with self.lock:
+            done = self.native.load(table, columns, record_type, topic, partition, items)
+        self.native_batches += done
+        return done
 
     def load(
         self, table: str, columns: Sequence[str], topic: str, partition: int, pending: list[Pending]

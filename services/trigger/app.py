@@ -26,6 +26,7 @@ from typing import Any
 import faust
 
 from services.common.logs import get_logger
+from services.common.security import faust_broker_kwargs
 from services.common.serde import Serde
 from services.common.steps import SourcePosition
 from services.common.topics import (
@@ -88,6 +89,7 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         topic_replication_factor=s.trigger_replication_factor,
+        **faust_broker_kwargs(s),  # Kafka SASL/TLS (services/common/security.py)
         # at_least_once (faust's default): its exactly_once fences the timer's tick sends and
         # cannot produce to topics it does not consume (docs/campaigns.md, "Exactly once").
     )

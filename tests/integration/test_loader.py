@@ -51,6 +51,7 @@ class LoaderProcess:
         self.env = {
             **env,
             "TAGSTREAM_LOADER_FLUSH_SECONDS": "1",
+            "TAGSTREAM_LOADER_SOURCE": "valid",  # these tests produce ingest's output directly
             # a SIGKILLed loader's partitions return to the group after 6 s instead of 45 s
             "TAGSTREAM_LOADER_SESSION_TIMEOUT_MS": "6000",
             "TAGSTREAM_LOADER_PORT": str(self.port),

@@ -11,7 +11,8 @@ import pytest
 from services.common.clickhouse import connect
 from services.loader import ddl
 from services.loader.analytics import QueryFailed, execute, run_report
-from services.loader.rows import ROUTES
+from services.loader.enriched import ENRICHED_ROUTE
+from services.loader.rows import COLUMNS, ROUTES
 from services.loader.sink import ClickHouseSink, Pending
 
 ROUTE = {route.table: route for route in ROUTES}
@@ -81,6 +82,14 @@ LOCATIONS = [
     envelope(208, at(17, 9, 15), ALICE, kind="exit", region_id="store-1"),  # dwell 900 s
 ]
 
+# Loaded from `enriched`: frank's GPS-derived visit of store-3, a dwell between enter and exit.
+GEOFENCE = [
+    {"message_id": f"g{n}", "person_id": "p-frank", "device_id": None, "event_time": when, "kind": kind,
+     "details": {"region_id": "store-3", "region_kind": "geofence", "reported_by": "gps"}}
+    for n, (when, kind) in enumerate([(at(18, 10), "geofence_entered"), (at(18, 10, 6), "geofence_dwelled"),
+                                      (at(18, 10, 20), "geofence_exited")])  # dwell 1200 s
+]  # fmt: skip
+
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
@@ -96,6 +105,12 @@ def client(tmp_path_factory):
         route = ROUTE[table]
         pending = [Pending(i, route.rows(r)) for i, r in enumerate(records)]
         assert sink.load(route.table, route.columns, f"fixture-{table}", 0, pending) == []
+    rows = [
+        Pending(i, ENRICHED_ROUTE.outputs(r, None)["geofence_transitions"]) for i, r in enumerate(GEOFENCE)
+    ]
+    assert (
+        sink.load("geofence_transitions", COLUMNS["geofence_transitions"], "fixture-enriched", 0, rows) == []
+    )
     yield client
     client.close()
 
@@ -144,10 +159,11 @@ class TestReports:
         """Sends per stage counted once each, rates against the previous stage, and failures."""
         assert rows(client, "campaigns") == [
             # 5 sent, 4 delivered (not s4), 2 opened (s1, s2), 1 clicked (s1 twice), s4 bounced
-            ("bf", "email", 5, 4, 2, 1, 0.8, 0.5, 0.25, 1, 1, 1),
+            # (every receipt is alice's: 1 person reached)
+            ("bf", "email", 5, 4, 2, 1, 0.8, 0.5, 0.25, 1, 1, 1, 1),
             # s7 undelivered counts as a bounce
-            ("bf", "sms", 2, 1, 0, 0, 0.5, 0.0, 0.0, 1, 0, 0),
-            ("promo", "push", 1, 1, 1, 1, 1.0, 1.0, 1.0, 0, 0, 0),
+            ("bf", "sms", 2, 1, 0, 0, 0.5, 0.0, 0.0, 1, 0, 0, 1),
+            ("promo", "push", 1, 1, 1, 1, 1.0, 1.0, 1.0, 0, 0, 0, 1),
         ]
 
     def test_active_users(self, client):
@@ -182,11 +198,26 @@ class TestReports:
             ("2026-11-16", "store-1", 2, 2, 2, 1200.0),  # (1800 + 600) / 2
             ("2026-11-16", "store-2", 1, 0, 1, None),
             ("2026-11-17", "store-1", 1, 1, 1, 900.0),
+            ("2026-11-18", "store-3", 1, 1, 1, 1200.0),  # frank, from geofence_transitions
+        ]
+
+    def test_locations_with_an_app_filter_keep_only_app_stamped_visits(self, client):
+        """Enricher transitions carry no app: --app keeps the device-reported ones of that app."""
+        assert rows(client, "locations", app="web") == []
+        assert [r[1] for r in rows(client, "locations", app="")] == [
+            "store-1",
+            "store-2",
+            "store-1",
+            "store-3",
         ]
 
     def test_installs_by_attribution_source(self, client):
         """Installs grouped by campaign_source, else utm_source, else organic."""
-        assert rows(client, "installs") == [("facebook", 1, 1), ("newsletter", 1, 1), ("organic", 1, 1)]
+        assert rows(client, "installs") == [
+            ("facebook", 1, 1, 1),
+            ("newsletter", 1, 1, 1),
+            ("organic", 1, 1, 1),
+        ]
 
     def test_retention_by_first_seen_week(self, client):
         """Cohort of the week of the 16th: 4 persons, alice back a week later; carol's cohort is the 23rd."""
