@@ -102,7 +102,7 @@ SERVICE_METRICS: tuple[ServiceMetrics, ...] = (
     ServiceMetrics("trigger", "tagstream_trigger_messages_total", "tagstream_trigger_rejected_total"),
     ServiceMetrics("loader", "tagstream_loader_rows_total", "tagstream_loader_rejected_total"),
 )
-SERVICES = ("collector", "ingest", "enricher", "segmenter", "trigger", "loader")
+SERVICES = ("collector", "ingest", "enricher", "segmenter", "trigger", "webhook", "loader")
 
 
 def _alert(name: str, expr: str, minutes: int, severity: str, summary: str, description: str) -> dict:

@@ -109,12 +109,21 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         "trigger",
         9105,
         "tagstream-trigger",
-        ("enriched", "segment-membership"),
+        ("enriched", "segment-membership", "profiles", "trigger.ticks"),
         stateful=True,
         settings="services.trigger.settings:TriggerSettings",
         config_files=("campaigns.yaml",),
         # The same key signs tracking links here and verifies them in the collector.
         secret_env={"TAGSTREAM_TRIGGER_TRACKING_KEY": ("tagstream-tracking", "signing-key")},
+    ),
+    ServiceDeploy(
+        "webhook",
+        9107,
+        "tagstream-webhook",
+        ("outbound.webhook",),
+        memory="256Mi",
+        settings="services.trigger.webhook:WebhookSettings",
+        grace_seconds=30,  # a stop interrupts a retry's backoff; one request lasts at most its timeout
     ),
     ServiceDeploy(
         "loader",

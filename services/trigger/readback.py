@@ -15,7 +15,7 @@ import time
 
 from confluent_kafka import TopicPartition
 
-from services.common.kafka import make_reader
+from services.common.kafka import make_reader, watermarks
 from services.common.logs import get_logger
 from services.common.serde import Serde, SerdeError
 from services.common.settings import Settings
@@ -36,7 +36,7 @@ def recent_message_ids(
         assignment, ends = [], {}
         for spec in OUTBOUND_TOPICS:
             name = topic_name(spec, settings)
-            low, high = reader.get_watermark_offsets(TopicPartition(name, partition), timeout=10)
+            low, high = watermarks(reader, TopicPartition(name, partition))
             if high > low:
                 assignment.append(TopicPartition(name, partition, max(low, high - per_partition)))
                 ends[name] = high
