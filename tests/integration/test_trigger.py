@@ -389,3 +389,34 @@ def test_sigkill_between_a_message_and_its_state_does_not_send_it_twice(
         second.terminate()
     assert [m["person_id"] for m in pipeline.emails("welcome")] == ["p-win", "p-after"]
     assert {r["message_id"] for r in pipeline.receipts if r["send_id"] == doomed} == {f"sent-{doomed}"}
+
+
+def test_pending_sends_survive_a_rebalance_and_losing_an_instance(
+    settings: Settings, pipeline: Pipeline, tmp_path: Path, clock: Path
+):
+    """Eight delayed sends scheduled by one instance; a second joins, the first is killed: eight emails."""
+    people = [f"p-r{i}" for i in range(8)]
+    first = trigger_process(settings, tmp_path, clock, "a.log").start()
+    second = trigger_process(
+        settings.model_copy(update={"data_dir": tmp_path / "b"}), tmp_path, clock, "b.log"
+    )
+    try:
+        for i, person in enumerate(people):
+            known_person(pipeline, first, person, i + 1, **ANN)
+        for person in people:
+            pipeline.event(person, f"ev-cart-{person}", "cart_updated", total=1)
+        wait_until(
+            lambda: metric(first, 'tagstream_trigger_scheduled_total{reason="delay"}') >= 8,
+            what="8 scheduled",
+        )
+        wait_until(lambda: committed(settings, ENRICHED) >= 8, what="the events committed")
+        second.start()  # ready once it owns (and has indexed) some partitions: a rebalance happened
+        first.kill()
+        set_clock(clock, T0 + HOUR + 1000)
+        pipeline.wait(lambda: len(pipeline.emails("cart-reminder")) >= 8, "eight reminders", timeout=90)
+        pipeline.event("p-r0", "ev-signup-r", "signup")
+        pipeline.wait(lambda: pipeline.emails("welcome"), "a later message")
+    finally:
+        first.kill()
+        second.terminate()
+    assert sorted(m["person_id"] for m in pipeline.emails("cart-reminder")) == people
