@@ -112,6 +112,7 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
         Serde(registry_url=s.schema_registry_url),
         campaigns.context,
         {name: topic.get_topic_name() for name, topic in outputs.items()},
+        s.trigger_profile_wait_ms,
     )
     index = DueIndex()
     kill_after = s.trigger_test_kill_after_message
@@ -182,7 +183,7 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
             if m.partition not in index.built:  # first input of a partition since its assignment
                 await rebuild(m.partition)
             if m.topic == names[PROFILES.name]:
-                await perform(stages.profile(persons, source), m.partition)
+                await perform(stages.profile(persons, states, source, clock.now()), m.partition)
             elif m.topic == names[SEGMENT_MEMBERSHIP.name]:
                 await perform(stages.segment(persons, states, source, clock.now()), m.partition)
             elif m.topic == names[ENRICHED.name]:

@@ -39,6 +39,11 @@ DUPLICATES = Counter(
     "Replayed inputs skipped and messages not produced again, by what (input, message, ...).",
     ["what"],
 )
+PARKED = Counter(
+    "tagstream_trigger_parked_total",
+    "Events held for the person's profile (parked), and released by its arrival or by the timeout.",
+    ["released"],
+)
 TICKS = Counter("tagstream_trigger_ticks_total", "Ticks handled, by kind (due, rebuild).", ["kind"])
 NOW_SECONDS = Gauge(
     "tagstream_trigger_now_seconds", "The time the timer last read as now (the test clock when set)."

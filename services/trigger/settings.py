@@ -34,6 +34,11 @@ class TriggerSettings(Settings):
         default=None,
         description="TEST ONLY: a file holding epoch milliseconds read as 'now' (unset: the wall clock).",
     )
+    trigger_profile_wait_ms: int = Field(
+        default=2000,
+        description="How long an event waits for the profile that includes it (it arrives on another "
+        "topic); 0: never wait.",
+    )
     trigger_readback_records: int = Field(
         default=1000,
         description="Records read back from the end of each outbound partition when a partition is "

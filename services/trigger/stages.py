@@ -17,8 +17,10 @@ duplicate (docs/campaigns.md, "Exactly once").
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +44,7 @@ SEEN_IDS = 256  # per person: inputs already applied (a replay after a crash is 
 EMITTED_IDS = 256  # per person: message ids already produced (never produced twice by one state)
 GEOFENCE = {"geofence_entered": "entered", "geofence_exited": "exited", "geofence_dwelled": "dwelled"}
 EVENT_KINDS = ("event", "app_launch", "tag")  # enriched kinds that carry an original record to trigger on
+PARKED_MAX = 64  # per person: enriched events waiting for the profile that includes them
 
 
 @dataclass(frozen=True)
@@ -71,22 +74,42 @@ def to_ms_any(value: Any) -> int:
 
 
 class Stages:
-    def __init__(self, serde: Serde, context: Callable[[], Context], topics: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        serde: Serde,
+        context: Callable[[], Context],
+        topics: Mapping[str, str],
+        profile_wait_ms: int = 0,
+    ) -> None:
         self.serde, self.context, self.topics = serde, context, topics  # topics: spec name -> broker name
+        self.profile_wait_ms = profile_wait_ms  # 0: never wait for a profile
         # partition -> message ids found at the end of its outbound partitions when it was taken over
         self.recently_produced: dict[int, set[str]] = {}
 
     # -- inputs -------------------------------------------------------------------------------
-    def profile(self, persons: Mapping[str, Any], source: SourcePosition) -> Outcome:
-        """Keep the fields of the person's latest profile (the core reads them as PersonView)."""
+    def profile(
+        self, persons: Mapping[str, Any], states: Mapping[str, Any], source: SourcePosition, now: datetime
+    ) -> Outcome:
+        """Keep the fields of the person's latest profile; release the events that waited for it."""
         decoded = self._decode(source, "profile")
         if isinstance(decoded, Outcome):
             return decoded
-        person = decoded["person_id"]
+        person, updated = decoded["person_id"], to_ms_any(decoded["updated_time"])
         stored = dict(persons.get(person) or {})
-        stored.update(person=person, partition=source.partition, profile=from_profile(decoded))
+        stored.update(
+            person=person, partition=source.partition, profile=from_profile(decoded), profile_time=updated
+        )
         metrics.INPUTS.labels("profile").inc()
-        return Outcome(writes=[("persons", person, stored)])
+        released = self._release(
+            person,
+            ChainMap({person: stored}, persons),
+            states,
+            now,
+            lambda p: p["time"] <= updated,
+            "profile",
+        )
+        released.writes.insert(0, ("persons", person, stored))
+        return released
 
     def segment(
         self, persons: Mapping[str, Any], states: Mapping[str, Any], source: SourcePosition, now: datetime
@@ -114,7 +137,12 @@ class Stages:
         return outcome
 
     def enriched(
-        self, persons: Mapping[str, Any], states: Mapping[str, Any], source: SourcePosition, now: datetime
+        self,
+        persons: Mapping[str, Any],
+        states: Mapping[str, Any],
+        source: SourcePosition,
+        now: datetime,
+        released: bool = False,
     ) -> Outcome:
         """An enriched event, tag or geofence transition -> the campaigns it starts, converts or times."""
         env = self._decode(source, "enriched_event")
@@ -127,14 +155,82 @@ class Stages:
         if event is None:
             return Outcome()
         person, ctx = env["person_id"], self.context()
+        stored = persons.get(person)
+        if not released and self.profile_wait_ms and _profile_behind(stored, event):
+            return self._park(person, states, source, event, now)
         return self._decide(
-            person,
-            persons.get(person),
-            states,
-            lambda v, s: on_event(event, v, s, now, ctx),
-            source,
-            event.event_id,
+            person, stored, states, lambda v, s: on_event(event, v, s, now, ctx), source, event.event_id
         )
+
+    # -- events that came before their profile ----------------------------------------------------
+    # The enricher writes the profile after each record it applies (updated_time = the latest event
+    # time), but on another topic: an event may be read before the profile that includes it, and a
+    # new person's first event would find no address. Such an event waits in the person's state
+    # until that profile arrives, or at most ``profile_wait_ms`` (then it is decided as it is).
+    def _park(
+        self,
+        person: str,
+        states: Mapping[str, Any],
+        source: SourcePosition,
+        event: PersonEvent,
+        now: datetime,
+    ) -> Outcome:
+        entry = dict(states.get(person) or {})
+        parked = list(entry.get("parked") or [])
+        if event.event_id in (entry.get("seen") or []) or event.event_id in {p["id"] for p in parked}:
+            metrics.DUPLICATES.labels("input").inc()
+            return Outcome()
+        until = to_ms(now) + self.profile_wait_ms
+        parked.append(
+            {
+                "id": event.event_id,
+                "time": to_ms(event.time),
+                "until": until,
+                "topic": source.topic,
+                "partition": source.partition,
+                "offset": source.offset,
+                "key": _b64(source.key),
+                "value": _b64(source.value),
+            }
+        )
+        entry.update(person=person, partition=source.partition, parked=parked[-PARKED_MAX:])
+        entry["due"] = _earliest(entry.get("due"), until)
+        metrics.PARKED.labels("parked").inc()
+        return Outcome(writes=[("states", person, entry)], due={person: entry["due"]})
+
+    def _release(
+        self,
+        person: str,
+        persons: Mapping[str, Any],
+        states: Mapping[str, Any],
+        now: datetime,
+        ready: Callable[[dict[str, Any]], bool],
+        why: str,
+    ) -> Outcome:
+        """Decide the parked events that are ready, in input order, on top of each other's state."""
+        entry = states.get(person) or {}
+        parked = list(entry.get("parked") or [])
+        go = [p for p in parked if ready(p)]
+        if not go:
+            return Outcome()
+        local: dict[str, Any] = {person: {**entry, "parked": [p for p in parked if not ready(p)]}}
+        total = Outcome()
+        for p in sorted(go, key=lambda p: (p["partition"], p["offset"])):
+            src = SourcePosition(
+                p["topic"], p["partition"], p["offset"], _unb64(p["key"]), _unb64(p["value"])
+            )
+            outcome = self.enriched(persons, local, src, now, released=True)
+            total.sends.extend(outcome.sends)
+            local.update({k: v for table, k, v in outcome.writes if table == "states"})
+            metrics.PARKED.labels(why).inc()
+        final = local[person]
+        final["due"] = _earliest(
+            PersonState.from_bytes(final["state"].encode()).next_due_ms() if final.get("state") else None,
+            *(p["until"] for p in final.get("parked") or []),
+        )
+        total.writes.append(("states", person, final))
+        total.due[person] = final["due"]
+        return total
 
     def _person_event(self, env: dict[str, Any]) -> PersonEvent | Rejection | None:
         person, kind = env["person_id"], env["kind"]
@@ -163,9 +259,19 @@ class Stages:
         source: SourcePosition,
         now: datetime,
     ) -> Outcome:
-        """A due person: timers that expired, delayed or held sends that may go now."""
-        ctx = self.context()
-        return self._decide(person, persons.get(person), states, lambda v, s: on_tick(v, s, now, ctx), source)
+        """A due person: events that waited long enough for a profile, then expired timers and
+        delayed or held sends that may go now."""
+        now_ms, ctx = to_ms(now), self.context()
+        released = self._release(person, persons, states, now, lambda p: p["until"] <= now_ms, "timeout")
+        local = ChainMap({k: v for table, k, v in released.writes if table == "states"}, states)
+        decided = self._decide(
+            person, persons.get(person), local, lambda v, s: on_tick(v, s, now, ctx), source
+        )
+        decided.sends[:0] = released.sends
+        if not any(table == "states" for table, _, _ in decided.writes):  # decided nothing to write
+            decided.writes[:0] = released.writes
+            decided.due = {**released.due, **decided.due}
+        return decided
 
     def due_broadcasts(self, done: set[str], now_ms: int) -> list[tuple[str, str]]:
         """(campaign id, occurrence key) of enabled broadcasts whose time came and that have not run."""
@@ -240,7 +346,8 @@ class Stages:
         metrics.count(counted)
         if input_id is not None:
             seen = [*seen[-(SEEN_IDS - 1) :], input_id]
-        due = decision.state.next_due_ms()
+        parked = list(entry.get("parked") or [])
+        due = _earliest(decision.state.next_due_ms(), *(p["until"] for p in parked))
         outcome.writes.append(
             (
                 "states",
@@ -252,6 +359,7 @@ class Stages:
                     "due": due,
                     "seen": seen,
                     "emitted": emitted[-EMITTED_IDS:],
+                    "parked": parked,
                 },
             )
         )
@@ -289,6 +397,25 @@ class Stages:
         metrics.REJECTED.labels(rejection.step or step, rejection.reason).inc()
         log.info("dead letter", extra={"reason": rejection.reason, "offset": source.offset})
         return Outcome(sends=[Send("dead-letters", source.key, value)])
+
+
+def _profile_behind(stored: dict[str, Any] | None, event: PersonEvent) -> bool:
+    """No profile yet, or the kept one predates the event (its profile is still on the way)."""
+    profile_time = (stored or {}).get("profile_time")
+    return profile_time is None or to_ms(event.time) > profile_time
+
+
+def _earliest(*times: int | None) -> int | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
 
 
 def tick_value(kind: str, now_ms: int) -> bytes:

@@ -234,6 +234,20 @@ def test_event_triggered_email_with_sent_receipt(trigger: ServiceProcess, pipeli
     assert [m["person_id"] for m in pipeline.emails("welcome")] == ["p-ann"]
 
 
+def test_an_event_read_before_its_profile_waits_for_it(trigger: ServiceProcess, pipeline: Pipeline):
+    """A new person's signup that overtakes their first profile (another topic) still gets the email."""
+    pipeline.event("p-new", "ev-signup-new", "signup")
+    wait_until(
+        lambda: metric(trigger, 'tagstream_trigger_parked_total{released="parked"}') >= 1,
+        what="the event waiting for its profile",
+    )
+    pipeline.poll()
+    assert pipeline.emails("welcome") == []
+    pipeline.profile("p-new", **ANN)
+    [email] = pipeline.wait(lambda: pipeline.emails("welcome"), "the welcome email")
+    assert email["person_id"] == "p-new" and email["trigger_event_id"] == "ev-signup-new"
+
+
 def test_delayed_send_released_by_the_clock(trigger: ServiceProcess, pipeline: Pipeline, clock: Path):
     """A cart reminder waits for its hour: nothing before, exactly one message after the clock passes it."""
     known_person(pipeline, trigger, "p-cat", 1, **ANN)

@@ -60,9 +60,9 @@ class Tables:
         return outcome
 
 
-def stages() -> Stages:
+def stages(profile_wait_ms: int = 0) -> Stages:
     ctx = context(CAMPAIGNS)
-    return Stages(SERDE, lambda: ctx, TOPICS)
+    return Stages(SERDE, lambda: ctx, TOPICS, profile_wait_ms)
 
 
 def source(value: bytes, topic: str = "enriched", offset: int = 0) -> SourcePosition:
@@ -99,7 +99,7 @@ def enriched_bytes(mid: str, name: str, when: Any = T0) -> bytes:
 
 
 def known(tables: Tables, s: Stages) -> None:
-    tables.apply(s.profile(tables.persons, source(profile_bytes(), "profiles")))
+    tables.apply(s.profile(tables.persons, tables.states, source(profile_bytes(), "profiles"), at(0)))
 
 
 def shape(outcome: Outcome) -> list[str]:
@@ -110,7 +110,9 @@ class TestProfile:
     def test_a_profile_is_kept_with_its_partition(self):
         """The persons entry holds the profile's fields and the partition it came from."""
         tables, s = Tables(), stages()
-        outcome = tables.apply(s.profile(tables.persons, source(profile_bytes(), "profiles")))
+        outcome = tables.apply(
+            s.profile(tables.persons, tables.states, source(profile_bytes(), "profiles"), at(0))
+        )
         assert shape(outcome) == ["write persons"]
         assert tables.persons["p-1"]["partition"] == 2
         assert tables.persons["p-1"]["profile"]["email"] == "ann@example.com"
@@ -237,3 +239,53 @@ class TestSegment:
         )
         assert shape(outcome) == ["outbound.email", "delivery-receipts", "write persons", "write states"]
         assert outcome.writes[0][2]["segments"] == {"vip": ["entered", to_ms(T0)]}
+
+
+class TestWaitingForTheProfile:
+    def test_an_event_before_its_profile_waits_and_the_profile_releases_it(self):
+        """A new person's signup read before their first profile is sent once the profile is there."""
+        tables, s = Tables(), stages(profile_wait_ms=2000)
+        parked = tables.apply(
+            s.enriched(tables.persons, tables.states, source(enriched_bytes("e1", "signup", at(1))), at(1))
+        )
+        assert shape(parked) == ["write states"] and parked.due == {"p-1": to_ms(at(1)) + 2000}
+        profile = source(profile_bytes(updated_time=to_ms(at(1))), "profiles", offset=7)
+        released = tables.apply(s.profile(tables.persons, tables.states, profile, at(1, seconds=1)))
+        assert shape(released) == ["outbound.email", "delivery-receipts", "write persons", "write states"]
+        assert tables.states["p-1"]["parked"] == [] and tables.states["p-1"]["due"] is None
+        again = s.enriched(
+            tables.persons, tables.states, source(enriched_bytes("e1", "signup", at(1))), at(2)
+        )
+        assert shape(again) == []  # the replayed event was applied
+
+    def test_an_older_profile_does_not_release_a_later_event(self):
+        """A profile from before the event (not including it) keeps the event waiting."""
+        tables, s = Tables(), stages(profile_wait_ms=2000)
+        tables.apply(
+            s.enriched(tables.persons, tables.states, source(enriched_bytes("e1", "signup", at(1))), at(1))
+        )
+        older = source(profile_bytes(updated_time=to_ms(at(0))), "profiles")
+        assert shape(tables.apply(s.profile(tables.persons, tables.states, older, at(1)))) == [
+            "write persons"
+        ]
+        assert len(tables.states["p-1"]["parked"]) == 1
+
+    def test_without_a_profile_the_event_is_decided_after_the_wait(self):
+        """No profile ever: at the end of the wait the event is decided as it is (here: nowhere to send)."""
+        tables, s = Tables(), stages(profile_wait_ms=2000)
+        tables.apply(
+            s.enriched(tables.persons, tables.states, source(enriched_bytes("e1", "signup", at(1))), at(1))
+        )
+        tick = source(tick_value("due", 0), "ticks")
+        early = s.tick_person("p-1", tables.persons, tables.states, tick, at(1, seconds=1))
+        assert [x.output for x in early.sends] == [] and len(early.writes[-1][2]["parked"]) == 1
+        late = tables.apply(s.tick_person("p-1", tables.persons, tables.states, tick, at(1, seconds=2)))
+        assert shape(late) == ["write states"]
+        assert tables.states["p-1"]["parked"] == [] and "e1" in tables.states["p-1"]["seen"]
+
+    def test_an_event_the_kept_profile_already_includes_goes_at_once(self):
+        """The usual case: the profile (updated at or after the event) is there, nothing waits."""
+        tables, s = Tables(), stages(profile_wait_ms=2000)
+        known(tables, s)
+        outcome = s.enriched(tables.persons, tables.states, source(enriched_bytes("e1", "signup", T0)), at(1))
+        assert shape(outcome) == ["outbound.email", "delivery-receipts", "write states"]
