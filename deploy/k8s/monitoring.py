@@ -433,6 +433,10 @@ def panels() -> list[dict]:
                 ("sum by (input) (rate(tagstream_trigger_inputs_total[5m]))", "input {{input}}"),
                 ("sum by (what) (rate(tagstream_trigger_duplicates_total[5m]))", "replay skipped {{what}}"),
                 ("sum by (kind) (rate(tagstream_trigger_ticks_total[5m]))", "tick {{kind}}"),
+                (
+                    "sum by (released) (rate(tagstream_trigger_parked_total[5m]))",
+                    "waited for profile {{released}}",
+                ),
             ],
             "ops",
         ),
