@@ -183,8 +183,11 @@ def trigger_process(settings: Settings, tmp_path: Path, clock: Path, log: str, *
 @pytest.fixture
 def trigger(settings: Settings, tmp_path: Path, clock: Path) -> Iterator[ServiceProcess]:
     service = trigger_process(settings, tmp_path, clock, "trigger.log")
-    yield service.start()
-    service.terminate()
+    try:
+        yield service.start()
+    finally:
+        if service.process is not None:  # also when start() failed: never leave it running
+            service.terminate()
 
 
 def metric(service: ServiceProcess, line_start: str) -> float:
@@ -382,8 +385,9 @@ def test_sigkill_between_a_message_and_its_state_does_not_send_it_twice(
     doomed = message_id("welcome", "p-win", "ev-signup-w", "", "email", "")
     first = trigger_process(
         settings, tmp_path, clock, "first.log", TAGSTREAM_TRIGGER_TEST_KILL_AFTER_MESSAGE=doomed
-    ).start()
+    )
     try:
+        first.start()
         known_person(pipeline, first, "p-win", 1, **ANN)
         pipeline.event("p-win", "ev-signup-w", "signup")
         wait_until(lambda: first.process.poll() is not None, what="the test hook's SIGKILL")
@@ -392,8 +396,9 @@ def test_sigkill_between_a_message_and_its_state_does_not_send_it_twice(
         first.kill()
     [email] = pipeline.wait(lambda: pipeline.emails("welcome"), "the message sent before the kill")
     assert email["message_id"] == doomed
-    second = trigger_process(settings, tmp_path, clock, "second.log").start()
+    second = trigger_process(settings, tmp_path, clock, "second.log")
     try:
+        second.start()
         wait_until(lambda: committed(settings, ENRICHED) >= 1, what="the replayed event committed")
         known_person(pipeline, second, "p-after", 1, **ANN)
         pipeline.event("p-after", "ev-signup-a", "signup")
@@ -410,11 +415,12 @@ def test_pending_sends_survive_a_rebalance_and_losing_an_instance(
 ):
     """Eight delayed sends scheduled by one instance; a second joins, the first is killed: eight emails."""
     people = [f"p-r{i}" for i in range(8)]
-    first = trigger_process(settings, tmp_path, clock, "a.log").start()
+    first = trigger_process(settings, tmp_path, clock, "a.log")
     second = trigger_process(
         settings.model_copy(update={"data_dir": tmp_path / "b"}), tmp_path, clock, "b.log"
     )
     try:
+        first.start()
         for i, person in enumerate(people):
             known_person(pipeline, first, person, i + 1, **ANN)
         for person in people:
@@ -432,5 +438,6 @@ def test_pending_sends_survive_a_rebalance_and_losing_an_instance(
         pipeline.wait(lambda: pipeline.emails("welcome"), "a later message")
     finally:
         first.kill()
-        second.terminate()
+        if second.process is not None:
+            second.terminate()
     assert sorted(m["person_id"] for m in pipeline.emails("cart-reminder")) == people

@@ -65,8 +65,11 @@ def sender(settings: Settings, tmp_path: Path) -> Iterator[ServiceProcess]:
     service = ServiceProcess(
         "webhook", settings_env(settings), tmp_path / "webhook.log", TAGSTREAM_WEBHOOK_BACKOFF_S="0.05"
     )
-    yield service.start()
-    service.terminate()
+    try:
+        yield service.start()
+    finally:
+        if service.process is not None:  # also when start() failed: never leave it running
+            service.terminate()
 
 
 def message(msg_id: str, url: str, method: str = "POST") -> dict[str, Any]:
