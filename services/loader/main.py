@@ -77,16 +77,20 @@ class Loader:
         poll = min(0.5, self.settings.loader_flush_seconds / 4)
         while not stop.is_set:
             messages = self.consumer.consume(num_messages=5000, timeout=poll)
+            consumed: dict[tuple[str, int], list[Item]] = {}
             for message in messages:
                 if message.error():
                     if message.error().code() != KafkaError._PARTITION_EOF:
                         log.warning("consume error", extra={"error": str(message.error())})
                     continue
-                self._buffer(
-                    message.topic(),
-                    message.partition(),
-                    Item(message.offset(), message.key(), message.value()),
-                )
+                key = (message.topic(), message.partition())
+                item = Item(message.offset(), message.key(), message.value())
+                if key in consumed:
+                    consumed[key].append(item)
+                else:
+                    consumed[key] = [item]
+            for (topic, partition), items in consumed.items():
+                self._buffer(topic, partition, items)
             self.ready = True
             for batch in self.batcher.due(time.monotonic()):
                 self.process(batch, stop)
@@ -94,11 +98,13 @@ class Loader:
         for batch in self.batcher.drain(time.monotonic()):  # SIGTERM: finish, commit, close
             self.process(batch, stop)
 
-    def _buffer(self, topic: str, partition: int, item: Item) -> None:
-        self.batcher.add(topic, partition, item, time.monotonic())
+    def _buffer(self, topic: str, partition: int, items: list[Item]) -> None:
+        """Buffer a partition's consumed messages; a partition's first after assignment looks up
+        whether a crashed run left an intent starting there (its replay boundary)."""
+        self.batcher.extend(topic, partition, items, time.monotonic())
         if (topic, partition) not in self._checked:
             self._checked.add((topic, partition))
-            boundary = self.sink.pending_boundary(topic, partition, item.offset)
+            boundary = self.sink.pending_boundary(topic, partition, items[0].offset)
             if boundary is not None:
                 log.info("replaying batch", extra={"topic": topic, "partition": partition, "last": boundary})
                 self.batcher.set_boundary(topic, partition, boundary)
@@ -150,7 +156,7 @@ class Loader:
                     route.topic.record_type or "",
                     batch.topic,
                     batch.partition,
-                    [(item.offset, item.value) for item in batch.items],
+                    batch.items,
                 ):
                     return {route.table: len(batch.items)}, []
                 converted = converted or self.convert(route, batch)

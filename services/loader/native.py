@@ -26,6 +26,7 @@ from typing import Any
 
 from services.common.schemas import SchemaCatalogue, default_catalogue
 from services.common.serde import SINGLE_OBJECT_MAGIC
+from services.loader.batcher import Item
 from services.loader.rows import IDENTITY_FIELDS, SOURCE_COLUMNS
 
 _SYNC = b"tagstream-loader"  # any 16 bytes; the same after every block
@@ -92,24 +93,24 @@ class NativeLoader:
         record_type: str,
         topic: str,
         partition: int,
-        items: Sequence[tuple[int, bytes | None]],
+        items: Sequence[Item],
     ) -> bool:
         """Insert the batch's rows with ClickHouse decoding; False: use the Python path instead."""
         select = NATIVE_SQL.get(table)
         if not self.enabled or select is None or not items:
             return False
-        first = items[0][1]
+        first = items[0].value
         if first is None or first[:2] != SINGLE_OBJECT_MAGIC:
             return False
         prefix = first[:10]
-        if any(value is None or value[:10] != prefix for _, value in items):
+        if any(item.value is None or item.value[:10] != prefix for item in items):
             return False
         header = self._header(prefix[2:], record_type)
         if header is None:
             return False
-        data = b"".join(_long(offset) + value[10:] for offset, value in items)  # type: ignore[index]
+        data = b"".join(_long(item.offset) + item.value[10:] for item in items)  # type: ignore[index]
         container = header + _long(len(items)) + _long(len(data)) + data + _SYNC
-        token = f"{topic}:{partition}:{items[0][0]}-{items[-1][0]}"
+        token = f"{topic}:{partition}:{items[0].offset}-{items[-1].offset}"
         names = ", ".join((*columns, *SOURCE_COLUMNS))
         fd, path = tempfile.mkstemp(suffix=".avro", prefix="loader-")
         try:

@@ -21,6 +21,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
+from services.loader.batcher import Item
 from services.loader.native import NativeLoader
 from services.loader.rows import SOURCE_COLUMNS, Row
 
@@ -85,7 +86,7 @@ class ClickHouseSink:
         record_type: str,
         topic: str,
         partition: int,
-        items: Sequence[tuple[int, bytes | None]],
+        items: Sequence[Item],
     ) -> bool:
         """The whole batch decoded and converted by ClickHouse (native.py), with the batch's token;
         False when that path does not apply or ClickHouse refused it: use :meth:`load`."""

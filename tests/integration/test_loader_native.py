@@ -11,6 +11,7 @@ import pytest
 from services.common.clickhouse import connect
 from services.common.serde import Serde
 from services.loader import ddl
+from services.loader.batcher import Item
 from services.loader.rows import COLUMNS, ROUTES, SOURCE_COLUMNS
 from services.loader.sink import ClickHouseSink, Pending
 
@@ -73,7 +74,7 @@ def test_clickhouse_decoding_gives_the_python_paths_rows(sink, table):
     """Every column of every row, nulls and empty strings included, equals the Python conversion."""
     record_type = ROUTE[table].topic.record_type
     data = records(table)
-    items = [(100 + i, SERDE.encode(record_type, r)) for i, r in enumerate(data)]
+    items = [Item(100 + i, None, SERDE.encode(record_type, r)) for i, r in enumerate(data)]
     assert sink.load_avro(table, COLUMNS[table], record_type, "native", 0, items)
     pending = [Pending(200 + i, ROUTE[table].rows(r)) for i, r in enumerate(data)]
     assert sink.load(table, COLUMNS[table], "python", 0, pending) == []
@@ -86,7 +87,7 @@ def test_clickhouse_decoding_gives_the_python_paths_rows(sink, table):
 def test_a_replayed_batch_is_deduplicated_on_either_path(sink):
     """The same range again — fast path or Python path — adds nothing: the token is the range's."""
     data = records("tags", 10)
-    items = [(i, SERDE.encode("tag_hit", r)) for i, r in enumerate(data)]
+    items = [Item(i, None, SERDE.encode("tag_hit", r)) for i, r in enumerate(data)]
     assert sink.load_avro("tags", COLUMNS["tags"], "tag_hit", "t", 1, items)
     assert sink.load_avro("tags", COLUMNS["tags"], "tag_hit", "t", 1, items)
     pending = [Pending(i, ROUTE["tags"].rows(r)) for i, r in enumerate(data)]
@@ -97,13 +98,13 @@ def test_a_replayed_batch_is_deduplicated_on_either_path(sink):
 @pytest.mark.integration
 def test_batches_it_cannot_take_whole_are_left_to_the_python_path(sink):
     """Undecodable or corrupt values, another record type or no route SQL: False, nothing inserted."""
-    good = [(i, SERDE.encode("tag_hit", r)) for i, r in enumerate(records("tags", 5))]
-    corrupt = good[4][1][:-3] + b"\xff\xff\xff"
+    good = [Item(i, None, SERDE.encode("tag_hit", r)) for i, r in enumerate(records("tags", 5))]
+    corrupt = good[4].value[:-3] + b"\xff\xff\xff"
     cases = [
-        ("tags", "tag_hit", [*good[:4], (4, b"not avro at all")]),
-        ("tags", "tag_hit", [*good[:4], (4, corrupt)]),
+        ("tags", "tag_hit", [*good[:4], Item(4, None, b"not avro at all")]),
+        ("tags", "tag_hit", [*good[:4], Item(4, None, corrupt)]),
         ("tags", "event", good),  # tag_hit bytes on an event route
-        ("locations", "location", [(0, SERDE.encode("location", envelope(0) | {"kind": "gps"}))]),
+        ("locations", "location", [Item(0, None, SERDE.encode("location", envelope(0) | {"kind": "gps"}))]),
     ]
     for table, record_type, items in cases:
         assert not sink.load_avro(table, COLUMNS[table], record_type, "t", 0, items)
