@@ -163,7 +163,7 @@ def main() -> None:
                 "loader_group_id": f"bench-{uuid.uuid4().hex[:6]}",
             }
         )
-        ensure_topics(settings, [VALID_TAGS])
+        ensure_topics(settings)  # every topic the loader subscribes to (missing ones stall fetches)
         data = records(args.rows)
         serde, producer = Serde(), make_producer(settings, **{"linger.ms": 50})
         name = topic_name(VALID_TAGS, settings)
