@@ -73,10 +73,10 @@ class ClickHouseSink:
 
     def record_intent(self, topic: str, partition: int, first: int, last: int) -> None:
         self._call(
-            self.client.insert,
-            "loader_batches",
-            [[topic, partition, first, last]],
-            column_names=["topic", "partition", "first_offset", "last_offset"],
+            self.client.command,  # one statement (client.insert would stage a file and describe the table)
+            "INSERT INTO loader_batches (topic, partition, first_offset, last_offset) "
+            "VALUES ({t:String}, {p:UInt16}, {f:UInt64}, {l:UInt64})",
+            parameters={"t": topic, "p": partition, "f": first, "l": last},
         )
 
     def load_avro(
