@@ -63,6 +63,8 @@ def _profile(person: str, t: datetime, attributes: list[dict], merged_into: str 
 
 
 ENVELOPES = [
+    # p-0 tags as an anonymous visitor, and is merged into p-1 later (the merge envelope below).
+    _env("p-0", "tag", "m-tag-0", T, ("tag_hit", _input("m-tag-0", T, "d0", name="team", value="Blues"))),
     _env("p-1", "tag", "m-tag", T, ("tag_hit", _input("m-tag", T, "d1", name="team", value="Reds"))),
     _env(
         "p-1",
@@ -180,6 +182,7 @@ ORACLE = {
     "heavy": ({"attribute": "usage", "gt": 500}, ["p-1"]),
     "beta": ({"attribute": "beta", "equals": True}, ["p-3"]),
     "reds": ({"tag": "team", "value": "Reds", "within": "1d"}, ["p-1"]),
+    "blues": ({"tag": "team", "value": "Blues", "within": "1d"}, ["p-1"]),  # p-0's, merged into p-1
     "buyers": (
         {"event": "Order Completed", "within": "1d", "sum": {"property": "revenue", "gte": 100}},
         ["p-2"],
@@ -229,7 +232,7 @@ def test_enriched_profiles_changes_and_messages_load_and_feed_the_oracle_and_the
 
     loader = loaders(TAGSTREAM_LOADER_SOURCE="enriched").wait_ready()
     tables = {
-        "tags": 1,
+        "tags": 2,
         "events": 2,
         "locations": 1,
         "message_events": 1,
@@ -289,11 +292,16 @@ def test_enriched_profiles_changes_and_messages_load_and_feed_the_oracle_and_the
     # The segmenter's SQL oracle over the loaded tables, through the views.
     now_ms = int(NOW.timestamp() * 1000)
     segments = parse({"segments": [{"id": sid, "condition": c} for sid, (c, _) in ORACLE.items()]})
-    members = {
-        s.id: [row[0] for row in loader.query(compile_segment(s, now_ms, SEGMENT_FACTS_DATABASE))]
-        for s in segments
-    }
-    assert members == {sid: expected for sid, (_, expected) in ORACLE.items()}
+
+    def members() -> dict[str, list[str]]:
+        return {
+            s.id: [row[0] for row in loader.query(compile_segment(s, now_ms, SEGMENT_FACTS_DATABASE))]
+            for s in segments
+        }
+
+    expected = {sid: persons for sid, (_, persons) in ORACLE.items()}
+    # The merge dictionary reloads every 1-5 s: p-0's tag counts for p-1 once it has.
+    wait_until(lambda: members() == expected, timeout=30, what="oracle members over the loaded data")
 
     # tagstream segments, with the loader running (through its API).
     definitions = tmp_path / "segments.yaml"
