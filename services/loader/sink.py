@@ -87,13 +87,14 @@ class ClickHouseSink:
         topic: str,
         partition: int,
         items: Sequence[Item],
+        persons: Sequence[str] | None = None,
     ) -> bool:
-        """The whole batch decoded and converted by ClickHouse (native.py), with the batch's token;
-        False when that path does not apply or ClickHouse refused it: use :meth:`load`."""
+        """The records decoded and converted by ClickHouse (native.py), with the token of their
+        offset range; False when that path does not apply or ClickHouse refused: use :meth:`load`."""
         if not self.native.enabled:
             return False
         with self.lock:
-            done = self.native.load(table, columns, record_type, topic, partition, items)
+            done = self.native.load(table, columns, record_type, topic, partition, items, persons)
         self.native_batches += done
         return done
 

@@ -12,6 +12,7 @@ from services.common.clickhouse import connect
 from services.common.serde import Serde
 from services.loader import ddl
 from services.loader.batcher import Item
+from services.loader.enriched import ENRICHED_ROUTE
 from services.loader.rows import COLUMNS, ROUTES, SOURCE_COLUMNS
 from services.loader.sink import ClickHouseSink, Pending
 
@@ -110,3 +111,28 @@ def test_batches_it_cannot_take_whole_are_left_to_the_python_path(sink):
         assert not sink.load_avro(table, COLUMNS[table], record_type, "t", 0, items)
     assert sink.client.query("SELECT count() FROM tags").result_rows == [(0,)]
     assert sink.native_batches == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("table", ["tags", "events"])
+def test_enriched_originals_with_persons_give_the_python_paths_rows(sink, table):
+    """Originals inside enriched envelopes, framed with their person: the same rows as converting
+    the envelope in Python (enriched.py), person_id included."""
+    record_type = ROUTE[table].topic.record_type
+    data = records(table)
+    originals = [SERDE.encode(record_type, r) for r in data]
+    persons = [f"p-{i % 7}" for i in range(len(data))]
+    items = [Item(100 + i, None, original) for i, original in enumerate(originals)]
+    assert sink.load_avro(table, COLUMNS[table], record_type, "native", 0, items, persons)
+    kind = "tag" if table == "tags" else "event"
+    envelopes = [
+        {"message_id": r["message_id"], "person_id": person, "device_id": None, "event_time": r["event_time"],
+         "kind": kind, "record_type": record_type, "original": original, "details": {}}
+        for r, person, original in zip(data, persons, originals, strict=True)
+    ]  # fmt: skip
+    outputs = [ENRICHED_ROUTE.outputs(env, SERDE.decode)[table] for env in envelopes]
+    pending = [Pending(200 + i, rows_) for i, rows_ in enumerate(outputs)]
+    assert sink.load(table, COLUMNS[table], "python", 0, pending) == []
+    native = rows(sink, table, "native", 100)
+    assert [row[COLUMNS[table].index("person_id")] for row in native] == persons
+    assert native == rows(sink, table, "python", 200)
