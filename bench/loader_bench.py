@@ -197,7 +197,12 @@ def main() -> None:
             values = [serde.encode("enriched_event", env, check=False) for env in data]
             keys = [env["person_id"].encode() for env in data]
         for key, value in zip(keys, values, strict=True):
-            producer.produce(name, value=value, key=key)
+            while True:
+                try:
+                    producer.produce(name, value=value, key=key)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    producer.poll(0.1)
             producer.poll(0)
         assert producer.flush(60) == 0
 
