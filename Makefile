@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install jars lint test run stop status clean
+.PHONY: install jars lint test run stop status clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,19 @@ test: jars lint
 # enricher the generator's geofences (config/geofences.example.json), so GPS walks become visits.
 DEMO_ENV := TAGSTREAM_LOADER_FLUSH_SECONDS=5 TAGSTREAM_COLLECTOR_WRITE_KEYS=demo-key=demo \
 	TAGSTREAM_ENRICHER_GEOFENCE_FILE=$(CURDIR)/config/geofences.example.json
+
+# Benchmarks: every stage against its baseline in one run (bench/run.py); results in bench/results/.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: jars $(BENCH_STAMP)
+	$(BIN)/python bench/run.py
+
+bench-quick: jars $(BENCH_STAMP)
+	$(BIN)/python bench/run.py --quick --out .tagstream/bench
 
 run: jars
 	$(DEMO_ENV) $(BIN)/tagstream stack up

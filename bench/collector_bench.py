@@ -84,6 +84,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--json", type=Path, help="also write the result here (bench/run.py)")
     args = parser.parse_args()
 
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
@@ -136,6 +137,18 @@ def main() -> int:
     print(f"/v1/batch events/s: {batch['rps'] * args.batch_size:.0f}")
     print(f"ratio /v1/batch req/s : trivial req/s = {batch['rps'] / trivial['rps']:.3f}")
     print(f"ratio events/s : trivial req/s = {batch['rps'] * args.batch_size / trivial['rps']:.2f}")
+    if args.json:
+        result = {
+            "stage": "collector",
+            "batch_size": args.batch_size,
+            "rates": {
+                "trivial req/s": round(trivial["rps"]),
+                "batch events/s": round(batch["rps"] * args.batch_size),
+            },
+            "ratios": {"batch req/s / trivial req/s": round(batch["rps"] / trivial["rps"], 3)},
+            "latency_ms": {"batch p50": round(batch["p50_ms"], 1), "batch p99": round(batch["p99_ms"], 1)},
+        }
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

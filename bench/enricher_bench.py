@@ -12,6 +12,7 @@ Uses ``TAGSTREAM_KAFKA_BOOTSTRAP`` if set, else starts a local broker in a temp 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--child", choices=["faust", "confluent"])
+    parser.add_argument("--json", type=Path, help="also write the result here (bench/run.py)")
     args = parser.parse_args()
     if args.child == "faust":
         return faust_passthrough()
@@ -180,6 +182,17 @@ def main() -> None:
     print(f"enricher / bare faust passthrough:     {rates['enricher'] / rates['faust']:.2f}")
     print(f"enricher / bare confluent passthrough: {rates['enricher'] / rates['confluent']:.2f}")
     print(f"bare faust / bare confluent:           {rates['faust'] / rates['confluent']:.2f}")
+    if args.json:
+        result = {
+            "stage": "enricher",
+            "records": args.records,
+            "rates": {name: round(rate) for name, rate in rates.items()},
+            "ratios": {
+                "enricher/passthrough": round(rates["enricher"] / rates["confluent"], 3),
+                "enricher/faust passthrough": round(rates["enricher"] / rates["faust"], 3),
+            },
+        }
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pstats
 import shutil
 import socket
@@ -169,6 +170,7 @@ def main() -> None:
         default="valid",
         help="valid: tag hits on tags.valid; enriched: the same hits inside enricher envelopes on enriched",
     )
+    parser.add_argument("--json", type=Path, help="also write the result here (bench/run.py)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="loader-bench-"))
     base = LoaderSettings(data_dir=tmp, kafka_port=free_port(), kafka_controller_port=free_port())
@@ -252,6 +254,19 @@ def main() -> None:
             f"median {lags[len(lags) // 2] / window:.2f}x, max {lags[-1] / window:.2f}x the window "
             f"({len(lags)} records)"
         )
+        if args.json:
+            result = {
+                "stage": "loader",
+                "source": args.source,
+                "rows": args.rows,
+                "rates": {"direct insert": round(direct), "loader": round(end_to_end)},
+                "ratios": {"loader/direct insert": round(end_to_end / direct, 3)},
+                "lag_over_window": {
+                    "median": round(lags[len(lags) // 2] / window, 2),
+                    "max": round(lags[-1] / window, 2),
+                },
+            }
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
     finally:
         if broker:
             broker.stop()

@@ -1,19 +1,25 @@
 """Render the kustomize base for every tagstream service from one table.
 
-Run ``python deploy/k8s/render.py`` after changing the table; ``tests/unit/test_deploy.py`` fails
-when the committed YAML is out of date. One table keeps six services' manifests consistent:
-probes, resources, ports, termination grace, PodDisruptionBudget, lag-based KEDA scaling.
+Run ``python -m deploy.k8s.render`` (from the repository root) after changing the table;
+``tests/unit/test_deploy.py`` fails when the committed YAML is out of date. One table keeps six
+services' manifests consistent: probes, resources, ports, termination grace, PodDisruptionBudget,
+lag-based KEDA scaling. Monitoring (PodMonitor, PrometheusRule, Grafana dashboard) comes from
+``deploy/k8s/monitoring.py``.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from deploy.k8s import monitoring
+
 BASE = Path(__file__).parent / "base"
+DASHBOARD = Path(__file__).parents[1] / "grafana" / "tagstream.json"
 IMAGE = "ghcr.io/tagstream/tagstream:latest"
 APP = "tagstream"
 
@@ -29,13 +35,30 @@ class ServiceDeploy:
     cpu: str = "500m"
     memory: str = "512Mi"
     grace_seconds: int = 90  # > the longest batch: the loader's 60 s window plus the insert
+    settings: str = "services.common.settings:Settings"  # the class that reads this service's env
     config_files: tuple[str, ...] = ()  # files from the ConfigMap mounted at /etc/tagstream
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)  # VAR -> (secret, key)
 
 
-KAFKA_SECRET_ENV = {"TAGSTREAM_KAFKA_SECURITY": ("tagstream-kafka", "client-settings.json")}
+# SASL credentials from a Secret (Strimzi: a KafkaUser's secret, see docs/deploy.md); protocol,
+# mechanism and CA path are not secret and come from the overlay's common ConfigMap.
+KAFKA_SECRET_ENV = {
+    "TAGSTREAM_KAFKA_SASL_USERNAME": ("tagstream-kafka", "username"),
+    "TAGSTREAM_KAFKA_SASL_PASSWORD": ("tagstream-kafka", "password"),
+}
+KAFKA_TLS_DIR = "/etc/tagstream-kafka"  # the optional Secret tagstream-kafka-tls: ca.crt, user.crt, user.key
 CLICKHOUSE_SECRET_ENV = {"TAGSTREAM_CLICKHOUSE_URL": ("tagstream-clickhouse", "url")}
+CONFIG_DIR = "/etc/tagstream"
+CHANGELOG_REPLICATION = "3"
+# What the ConfigMaps hold until an SRE replaces them: valid, empty definitions (no custom events,
+# no geofences, no segments, no campaigns), so a fresh install starts and does nothing surprising.
+CONFIG_DEFAULTS = {
+    "event-definitions.yaml": "# Declared custom events (docs/ingest.md).\nevents: []\n",
+    "geofences.json": '{"geofences": [], "beacons": []}\n',
+    "segments.yaml": "# Segment definitions (docs/segments.md).\nsegments: []\n",
+    "campaigns.yaml": "# Campaign definitions (docs/campaigns.md).\ncampaigns: []\n",
+}
 
 SERVICES: tuple[ServiceDeploy, ...] = (
     ServiceDeploy(
@@ -43,6 +66,7 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         8080,
         None,
         max_replicas=10,
+        settings="services.ingest.collector.settings:CollectorSettings",
         env={"TAGSTREAM_COLLECTOR_HOST": "0.0.0.0", "TAGSTREAM_COLLECTOR_PORT": "8080"},
         secret_env={
             "TAGSTREAM_COLLECTOR_WRITE_KEYS": ("tagstream-collector", "write-keys"),
@@ -55,6 +79,7 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         9101,
         "tagstream-ingest",
         ("tags", "events", "locations", "delivery-receipts", "profile-updates"),
+        settings="services.ingest.settings:IngestSettings",
         config_files=("event-definitions.yaml",),
         grace_seconds=60,
     ),
@@ -65,7 +90,9 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         ("tags.valid", "events.valid", "locations.valid", "delivery-receipts.valid", "profile-updates.valid"),
         stateful=True,
         memory="1Gi",
-        config_files=("geofences.yaml",),
+        settings="services.enricher.settings:EnricherSettings",
+        config_files=("geofences.json",),
+        env={"TAGSTREAM_ENRICHER_GEOFENCE_FILE": f"{CONFIG_DIR}/geofences.json"},
     ),
     ServiceDeploy(
         "segmenter",
@@ -74,7 +101,9 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         ("enriched",),
         stateful=True,
         memory="1Gi",
+        settings="services.segmenter.settings:SegmenterSettings",
         config_files=("segments.yaml",),
+        secret_env=CLICKHOUSE_SECRET_ENV,  # seeds new segments from the loaded history
     ),
     ServiceDeploy(
         "trigger",
@@ -82,8 +111,10 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         "tagstream-trigger",
         ("enriched", "segment-membership"),
         stateful=True,
+        settings="services.trigger.settings:TriggerSettings",
         config_files=("campaigns.yaml",),
-        secret_env={"TAGSTREAM_TRACKING_SECRET": ("tagstream-tracking", "signing-key")},
+        # The same key signs tracking links here and verifies them in the collector.
+        secret_env={"TAGSTREAM_TRIGGER_TRACKING_KEY": ("tagstream-tracking", "signing-key")},
     ),
     ServiceDeploy(
         "loader",
@@ -91,10 +122,31 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         "tagstream-loader",
         ("enriched", "profiles", "dead-letters", "segment-membership"),
         memory="1Gi",
+        settings="services.loader.settings:LoaderSettings",
+        # The loader serves /metrics, /healthz, /readyz and its analytics API on its own port.
+        env={"TAGSTREAM_LOADER_HOST": "0.0.0.0", "TAGSTREAM_LOADER_PORT": "9106"},
         secret_env=CLICKHOUSE_SECRET_ENV,
         grace_seconds=120,
     ),
 )
+
+
+def _settings_fields(svc: ServiceDeploy) -> set[str]:
+    module, name = svc.settings.split(":")
+    try:
+        return set(getattr(importlib.import_module(module), name).model_fields)
+    except ModuleNotFoundError:  # a service still being built elsewhere
+        return set()
+
+
+def _env(svc: ServiceDeploy) -> dict[str, str]:
+    env = dict(svc.env)
+    replication = f"{svc.name}_replication_factor"
+    if svc.stateful and replication in _settings_fields(svc):
+        # faust's changelog topics hold the tables: as durable as the data topics. Rendered once
+        # the service's settings have the field (re-render after merging a service).
+        env[f"TAGSTREAM_{replication.upper()}"] = CHANGELOG_REPLICATION
+    return env
 
 
 def _labels(svc: ServiceDeploy) -> dict[str, str]:
@@ -103,15 +155,18 @@ def _labels(svc: ServiceDeploy) -> dict[str, str]:
 
 def _container(svc: ServiceDeploy) -> dict:
     env = [{"name": "TAGSTREAM_HEALTH_PORT", "value": str(svc.port)}]
-    env += [{"name": k, "value": v} for k, v in sorted(svc.env.items())]
+    env += [{"name": k, "value": v} for k, v in sorted(_env(svc).items())]
     secrets = {**KAFKA_SECRET_ENV, **svc.secret_env}
     env += [
         {"name": k, "valueFrom": {"secretKeyRef": {"name": s, "key": key, "optional": True}}}
         for k, (s, key) in sorted(secrets.items())
     ]
-    mounts = [{"name": "data", "mountPath": "/var/lib/tagstream"}]
+    mounts = [
+        {"name": "data", "mountPath": "/var/lib/tagstream"},
+        {"name": "kafka-tls", "mountPath": KAFKA_TLS_DIR, "readOnly": True},
+    ]
     if svc.config_files:
-        mounts.append({"name": "config", "mountPath": "/etc/tagstream", "readOnly": True})
+        mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3}
     return {
         "name": svc.name,
@@ -138,7 +193,9 @@ def _container(svc: ServiceDeploy) -> dict:
 
 
 def _workload(svc: ServiceDeploy) -> dict:
-    volumes = []
+    volumes: list[dict] = [
+        {"name": "kafka-tls", "secret": {"secretName": "tagstream-kafka-tls", "optional": True}}
+    ]
     if svc.config_files:
         volumes.append({"name": "config", "configMap": {"name": f"tagstream-{svc.name}"}})
     if not svc.stateful:
@@ -234,7 +291,7 @@ def _configmap(svc: ServiceDeploy) -> dict | None:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": f"tagstream-{svc.name}", "labels": _labels(svc)},
-        "data": {name: f"# {name}: see README ({svc.name})\n" for name in svc.config_files},
+        "data": {name: CONFIG_DEFAULTS[name] for name in svc.config_files},
     }
 
 
@@ -246,7 +303,7 @@ def _common() -> str:
         "data": {
             "TAGSTREAM_KAFKA_BOOTSTRAP": "tagstream-kafka-bootstrap:9092",
             "TAGSTREAM_DATA_DIR": "/var/lib/tagstream",
-            "TAGSTREAM_CONFIG_DIR": "/etc/tagstream",
+            "TAGSTREAM_CONFIG_DIR": CONFIG_DIR,
             "TAGSTREAM_LOG_LEVEL": "INFO",
             "TAGSTREAM_HEALTH_HOST": "0.0.0.0",  # probes and scrapes come from outside the pod
         },
@@ -263,20 +320,31 @@ def _common() -> str:
             ]
         },
     }
-    return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in (config, auth))
+    return _dump([config, auth])
+
+
+class _Dumper(yaml.SafeDumper):
+    """No &anchors/*aliases for dicts shared between documents: plain YAML for every tool."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _dump(docs: list[dict]) -> str:
+    return "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False) for d in docs if d)
 
 
 def render() -> dict[str, str]:
-    files: dict[str, str] = {"common.yaml": _common()}
+    files: dict[str, str] = {"common.yaml": _common(), "monitoring.yaml": monitoring.manifests()}
     for svc in SERVICES:
         workload = _workload(svc)
         docs = [workload, _service(svc), _pdb(svc), _scaler(svc, workload["kind"]), _configmap(svc)]
-        files[f"{svc.name}.yaml"] = "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs if d)
+        files[f"{svc.name}.yaml"] = _dump(docs)
     files["kustomization.yaml"] = yaml.safe_dump(
         {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
-            "resources": ["common.yaml", *(f"{svc.name}.yaml" for svc in SERVICES)],
+            "resources": ["common.yaml", "monitoring.yaml", *(f"{svc.name}.yaml" for svc in SERVICES)],
         },
         sort_keys=False,
     )
@@ -287,6 +355,8 @@ def main() -> int:
     BASE.mkdir(exist_ok=True)
     for name, text in render().items():
         (BASE / name).write_text(f"# Generated by deploy/k8s/render.py; edit the table there.\n{text}")
+    DASHBOARD.parent.mkdir(exist_ok=True)
+    DASHBOARD.write_text(monitoring.dashboard())
     return 0
 
 

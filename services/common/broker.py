@@ -53,25 +53,49 @@ def kafka_jars(settings: Settings) -> Path:
     return resolve_jars(KAFKA_POM, settings.cache_dir / f"kafka-{KAFKA_VERSION}")
 
 
+@dataclass(frozen=True)
+class SaslListener:
+    """An extra SASL_PLAINTEXT listener with the PLAIN mechanism, for testing client credentials."""
+
+    port: int
+    users: dict[str, str]  # username -> password
+
+    def properties(self) -> list[str]:
+        users = " ".join(f'user_{name}="{password}"' for name, password in self.users.items())
+        return [
+            "sasl.enabled.mechanisms=PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+        ]
+
+
 class LocalBroker:
-    def __init__(self, settings: Settings, heap: str = "512m") -> None:
+    def __init__(self, settings: Settings, heap: str = "512m", sasl: SaslListener | None = None) -> None:
         self.settings = settings
         self.dir = settings.data_dir / "kafka"
         self.process = LocalProcess("broker", self.dir)
         self.heap = heap
+        self.sasl = sasl
 
     def _server_properties(self) -> str:
         s = self.settings
+        # PLAINTEXT stays the inter-broker listener and the one readiness is checked on.
+        listeners = [f"PLAINTEXT://127.0.0.1:{s.kafka_port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        if self.sasl:
+            listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl.port}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+                f"listeners={','.join(listeners)},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+                f"advertised.listeners={','.join(listeners)}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"listener.security.protocol.map={','.join(protocols)}",
+                *(self.sasl.properties() if self.sasl else []),
                 f"log.dirs={(self.dir / 'data').resolve()}",
                 "num.partitions=1",
                 "offsets.topic.replication.factor=1",

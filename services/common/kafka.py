@@ -6,20 +6,28 @@ offsets: a service stores an offset only after every output of that record is ac
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from services.common.security import client_config as security_config
 from services.common.settings import Settings
 from services.common.topics import ALL_TOPICS, TopicSpec, topic_name
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_security}
+    """What every confluent-kafka client here starts from: brokers, SASL/TLS, then any extra
+    librdkafka settings (``TAGSTREAM_KAFKA_SECURITY``)."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        **security_config(settings),
+        **settings.kafka_security,
+    }
 
 
 def make_producer(settings: Settings, **overrides: Any) -> Producer:
@@ -76,9 +84,32 @@ def produce_acknowledged(
         raise RuntimeError(f"{remaining} records unacknowledged, {len(failures)} failed: {failures[:3]}")
 
 
+# Errors librdkafka does not flag retriable that still pass once metadata settles.
+_TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
 def make_reader(settings: Settings, **overrides: Any) -> Consumer:
     """A group-less consumer for tools (consume, inspect): it assigns partitions itself."""
     return make_consumer(settings, f"tagstream-reader-{uuid.uuid4().hex}", **overrides)
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, deadline_s: float = 30.0) -> tuple[int, int]:
+    """(low, high) offsets of a partition, retrying while the broker says so (a topic just created,
+    a leader moving): a service must not crash on a transient ``NOT_LEADER_FOR_PARTITION``."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException as exc:
+            error = exc.args[0]
+            transient = error.retriable() or error.code() in _TRANSIENT
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # back off before asking the broker again
 
 
 def make_admin(settings: Settings) -> AdminClient:

@@ -7,8 +7,9 @@ the same thing everywhere. Settings are frozen: a running service never changes 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,10 +27,26 @@ class Settings(BaseSettings):
     )
     kafka_port: int = Field(default=9092, description="Client port of the local broker.")
     kafka_controller_port: int = Field(default=9093, description="KRaft controller port of the local broker.")
+    # Kafka security, passed to every client (services/common/security.py): librdkafka and faust.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How clients talk to the brokers."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism (required with SASL_*)."
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: Path | None = Field(
+        default=None, description="PEM CA bundle that signed the brokers' certificates (SSL, SASL_SSL)."
+    )
+    kafka_ssl_certificate_location: Path | None = Field(
+        default=None, description="Client certificate (mTLS)."
+    )
+    kafka_ssl_key_location: Path | None = Field(default=None, description="Client private key (mTLS).")
     kafka_security: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra librdkafka client settings (SASL/TLS), e.g. "
-        '{"security.protocol":"SASL_SSL","sasl.mechanism":"SCRAM-SHA-512",...}.',
+        description="Extra librdkafka client settings as JSON, applied last (confluent-kafka clients only; "
+        "faust reads only the typed fields above).",
     )
     topic_prefix: str = Field(default="", description="Prepended to every topic name (tests, tenants).")
     schema_registry_url: str | None = Field(
@@ -40,6 +57,11 @@ class Settings(BaseSettings):
     )
     clickhouse_url: str | None = Field(
         default=None, description="http://host:8123 for a server; unset means embedded chDB in data_dir."
+    )
+    clickhouse_cluster: str | None = Field(
+        default=None,
+        description="ClickHouse cluster name: ReplicatedMergeTree ON CLUSTER + Distributed tables "
+        "(docs/deploy.md); unset means one server, plain MergeTree.",
     )
     log_level: str = "INFO"
     instance_id: str | None = Field(

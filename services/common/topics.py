@@ -59,6 +59,9 @@ PROFILES = TopicSpec("profiles", "profile", cleanup_policy="compact", retention_
 
 # Segmenter output: entered/exited changes.
 SEGMENT_MEMBERSHIP = TopicSpec("segment-membership", "segment_membership")
+# Segmenter internal: one empty tick per owned partition per second, so timers run in the context of
+# their partition (table writes need it). Same partition count as `enriched`; an hour is plenty.
+SEGMENTER_TICKS = TopicSpec("segmenter.ticks", None, partitions=ENRICHED.partitions, retention_ms=3600 * 1000)
 
 # Trigger output: rendered messages for senders, one topic per channel.
 OUTBOUND_TOPICS: tuple[TopicSpec, ...] = tuple(
@@ -78,6 +81,10 @@ ENRICHER_IDENTITY = TopicSpec("enricher.identity", None, partitions=1)
 ENRICHER_ROUTED = TopicSpec("enricher.routed", "enriched_event")
 ENRICHER_TOPICS: tuple[TopicSpec, ...] = (ENRICHER_IDENTITY, ENRICHER_ROUTED, ENRICHED, PROFILES)
 
+# Trigger internals: wake-up calls from the trigger's timer to the partition whose persons are
+# due (value: JSON), co-partitioned with enriched/segment-membership/profiles (6 partitions).
+TRIGGER_TICKS = TopicSpec("trigger.ticks", None, retention_ms=DAY_MS)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     *RAW_TOPICS,
     *VALID_TOPICS,
@@ -86,6 +93,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ENRICHED,
     PROFILES,
     SEGMENT_MEMBERSHIP,
+    SEGMENTER_TICKS,
+    TRIGGER_TICKS,
     *OUTBOUND_TOPICS,
     DEAD_LETTERS,
     INGEST_DEDUP,

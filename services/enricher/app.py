@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 
+from services.common.security import faust_broker_kwargs
 from services.common.serde import Serde
 from services.common.steps import SourcePosition
 from services.common.topics import (
@@ -59,6 +60,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         topic_replication_factor=s.enricher_replication_factor,
+        **faust_broker_kwargs(s),
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     valid = app.topic(*(topic_name(t, s) for t in VALID_TOPICS), **raw)

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from services.common.kafka import make_reader
+from services.common.kafka import make_reader, watermarks
 from services.common.settings import Settings
 from services.ingest.dedupe import Partition, parse_marker
 
@@ -26,7 +26,7 @@ def read_markers(
     try:
         ends: dict[int, int] = {}
         for partition in sorted({p for _, p in wanted}):
-            low, high = reader.get_watermark_offsets(TopicPartition(dedup_topic, partition), timeout=10)
+            low, high = watermarks(reader, TopicPartition(dedup_topic, partition))
             if high > low:
                 ends[partition] = high
         if not ends:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from clickhouse_connect.driver.client import Client
 
 from services.common.clickhouse import Migration, migrate
+from services.loader.cluster import ClusterDDL
 
 DEDUP_WINDOW = 10_000  # insert tokens remembered per table: far more than batches between two commits
 TIME_SERIES_TABLES = (
@@ -449,3 +450,8 @@ def apply(client: Client, ttl_days: int = 0) -> list[str]:
                 settings={"materialize_ttl_after_modify": 0},
             )
     return applied
+
+
+def apply_on_cluster(client: Client, cluster: str, ttl_days: int = 0) -> list[str]:
+    """``apply`` for a ClickHouse cluster: every statement in its replicated + Distributed form."""
+    return apply(ClusterDDL(client, cluster), ttl_days)  # type: ignore[arg-type]

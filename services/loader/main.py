@@ -285,7 +285,10 @@ def run() -> int:
     configure_logging(SERVICE, settings.log_level)
     stop = StopFlag().install()
     client = client_for(settings)
-    applied = ddl.apply(client, settings.loader_ttl_days)
+    if settings.clickhouse_cluster:  # ReplicatedMergeTree ON CLUSTER + Distributed tables
+        applied = ddl.apply_on_cluster(client, settings.clickhouse_cluster, settings.loader_ttl_days)
+    else:
+        applied = ddl.apply(client, settings.loader_ttl_days)
     log.info("migrations applied", extra={"applied": applied})
     lock = threading.Lock()
     sink = ClickHouseSink(client, lock)

@@ -12,9 +12,12 @@ serialised per-person state size. Ratios are what to compare; absolute rates dep
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import time
+from pathlib import Path
+from typing import Any
 
 from services.segmenter.definitions import Segment, parse
 from services.segmenter.engine import Engine
@@ -77,7 +80,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--facts", type=int, default=50_000)
     parser.add_argument("--persons", type=int, default=2_000)
+    parser.add_argument("--json", type=Path, help="also write the result here (bench/run.py)")
     args = parser.parse_args()
+    result: dict[str, Any] = {"stage": "segmenter core", "facts": args.facts, "rates": {}, "ratios": {}}
     workloads = {
         # Every fact is about one of the first 10 segments' events: what the index promises is that
         # the 990 other segments cost nothing.
@@ -92,11 +97,17 @@ def main() -> int:
             rate, engine = run(n, facts)
             base = base or rate
             sizes = [len(state.to_bytes()) for state in engine.states.values()]
+            label = "same facts" if title.startswith("same") else "zipf"
+            result["rates"][f"{label}, {n} segments"] = round(rate)
+            result["ratios"][f"{label}, {n}/10 segments"] = round(rate / base, 3)
+            result.setdefault("state_bytes_per_person_median", {})[f"{label}, {n}"] = statistics.median(sizes)
             print(
                 f"{n:>6} segments: {rate:>8,.0f} facts/s  ratio to 10 segments {rate / base:.2f}  "
                 f"evaluations/fact {engine.evaluations / len(facts):.2f}  "
                 f"state bytes/person median {statistics.median(sizes):.0f} max {max(sizes)}"
             )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

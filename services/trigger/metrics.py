@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from services.trigger.core import Action, Emit, Reject, Scheduled, Skip
 
@@ -28,6 +28,26 @@ SEND_LAG = Histogram(
     "tagstream_trigger_send_lag_seconds",
     "From the triggering event's time to the decision to send (includes configured delays).",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
+)
+INPUTS = Counter(
+    "tagstream_trigger_inputs_total",
+    "Input records applied, by input (profile, segment, enriched, enriched_ignored).",
+    ["input"],
+)
+DUPLICATES = Counter(
+    "tagstream_trigger_duplicates_total",
+    "Replayed inputs skipped and messages not produced again, by what (input, message, ...).",
+    ["what"],
+)
+TICKS = Counter("tagstream_trigger_ticks_total", "Ticks handled, by kind (due, rebuild).", ["kind"])
+NOW_SECONDS = Gauge(
+    "tagstream_trigger_now_seconds", "The time the timer last read as now (the test clock when set)."
+)
+DUE_PERSONS = Gauge("tagstream_trigger_due_persons", "Persons with a pending send or timer (this instance).")
+DECISION_SECONDS = Histogram(
+    "tagstream_trigger_decision_seconds",
+    "Time for one decision (state in, core, encode).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 
 

@@ -24,10 +24,34 @@ class TriggerSettings(Settings):
     trigger_tracking_key: SecretStr = Field(
         default=SecretStr(""), description="HMAC key for tracking tokens (shared with the collector)."
     )
+    trigger_app_id: str = Field(
+        default="tagstream-trigger", description="Faust app id: consumer group and changelog topic prefix."
+    )
+    trigger_tick_seconds: float = Field(
+        default=1.0, description="How often the timer looks for due sends, timers and broadcasts."
+    )
+    trigger_clock_file: Path | None = Field(
+        default=None,
+        description="TEST ONLY: a file holding epoch milliseconds read as 'now' (unset: the wall clock).",
+    )
+    trigger_broker_session_timeout_s: float = Field(
+        default=10.0, description="Consumer group session timeout: how fast a killed instance is replaced."
+    )
+    trigger_replication_factor: int = Field(
+        default=1, description="Replication of the changelog topics faust creates (3 on a real cluster)."
+    )
 
     @property
     def campaigns_file(self) -> Path:
         return self.trigger_campaigns_file or self.config_dir / "campaigns.yaml"
+
+    @property
+    def trigger_state_dir(self) -> Path:
+        return self.data_dir / "trigger"
+
+    @property
+    def full_app_id(self) -> str:
+        return f"{self.topic_prefix}{self.trigger_app_id}"  # one group and changelog set per prefix
 
     def tracking(self, link_signer: LinkSigner | None = None) -> Tracking | None:
         """Tracking links through the collector, signed by ``link_signer`` (default: HMAC with the key)."""

@@ -18,7 +18,7 @@ class TestRendered:
         """The YAML in deploy/k8s/base is exactly what render.py produces from its table."""
         for name, text in render.render().items():
             committed = (BASE / name).read_text()
-            assert committed.split("\n", 1)[1] == text, f"run python deploy/k8s/render.py ({name} is stale)"
+            assert committed.split("\n", 1)[1] == text, f"run python -m deploy.k8s.render ({name} is stale)"
 
     def test_every_service_is_deployed(self):
         """Each service `tagstream run` knows has manifests, and nothing else does."""

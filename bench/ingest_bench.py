@@ -1,0 +1,84 @@
+"""ingest records/s against bare confluent-kafka passthroughs of the same messages, same broker.
+
+    .venv/bin/python bench/ingest_bench.py [--records 20000] [--json PATH]
+
+Three variants read the same Avro tag hits from ``tags`` and write ``tags.valid``:
+``passthrough`` (consume, produce, commit after delivery), ``passthrough-txn`` (the same inside
+one Kafka transaction per batch, offsets included: the exactly-once cost alone) and ``ingest``
+(decode, normalise, validate, deduplicate, encode, dedupe markers, one transaction per batch).
+Uses ``TAGSTREAM_KAFKA_BOOTSTRAP`` if set, else starts a local broker in a temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from bench.harness import Keyed, Variant, bench_broker, measure, passthrough, write_result
+from services.common.kafka import record_key
+from services.common.serde import Serde
+from services.common.topics import TAGS, VALID_TAGS
+
+
+def tag_hits(prefix: str, n: int, devices: int) -> list[Keyed]:
+    serde = Serde()
+    now = int(time.time() * 1000) - 60_000
+    out = []
+    for i in range(n):
+        record = {
+            "message_id": f"{prefix}{i}",
+            "event_time": now + i % 1000,
+            "received_time": None,
+            "source": "bench",
+            "app_id": "bench",
+            "backfill": False,
+            "identity": {
+                "install_id": f"dev-{i % devices}",
+                "anonymous_id": None,
+                "external_user_id": None,
+                "email": None,
+                "phone": None,
+            },
+            "context": {"platform": "ios", "app_version": "1.2.3"},
+            "name": f"viewed_offer_{i % 20}",
+            "value": str(i % 7) if i % 2 else None,
+        }
+        out.append((record_key(record), serde.encode("tag_hit", record)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--devices", type=int, default=500)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    ingest = Variant("ingest", [sys.executable, "-m", "services.cli", "run", "ingest"], TAGS, VALID_TAGS)
+    variants = [passthrough(TAGS, VALID_TAGS), passthrough(TAGS, VALID_TAGS, transactional=True), ingest]
+    rates: dict[str, float] = {}
+    with bench_broker() as (base, workdir):
+        for variant in variants:
+            warm = tag_hits("warm-", 200, args.devices)
+            run = tag_hits("run-", args.records, args.devices)
+            rates[variant.name] = measure(variant, base, workdir, warm, run)
+    write_result(
+        args.json,
+        {
+            "stage": "ingest",
+            "records": args.records,
+            "rates": {k: round(v) for k, v in rates.items()},
+            "ratios": {
+                "ingest/passthrough": round(rates["ingest"] / rates["passthrough"], 3),
+                "ingest/passthrough-txn": round(rates["ingest"] / rates["passthrough-txn"], 3),
+                "passthrough-txn/passthrough": round(rates["passthrough-txn"] / rates["passthrough"], 3),
+            },
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

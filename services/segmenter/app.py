@@ -1,0 +1,109 @@
+"""The faust app: one agent over `enriched` and `segmenter.ticks`, one table, two timers.
+
+    enriched (6 partitions, key person id) ─┐
+    segmenter.ticks (6, one tick per owned ├─ segment (table `persons`) ─→ segment-membership
+       partition per tick interval)        ─┘                            └→ dead-letters
+
+Both inputs have the same partition count, so faust assigns partition p of each (and of the
+table's changelog) to the same worker: a tick on partition p advances the engine of partition p,
+and its table writes land in changelog partition p. Faust's own timers cannot write tables (no
+partition context), hence the tick topic. Values are raw bytes; ``stream.py`` decodes and encodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from services.common.clickhouse import client_for
+from services.common.security import faust_broker_kwargs
+from services.common.serde import Serde
+from services.common.steps import SourcePosition
+from services.common.topics import DEAD_LETTERS, ENRICHED, SEGMENT_MEMBERSHIP, SEGMENTER_TICKS, topic_name
+from services.segmenter.seed import seeder
+from services.segmenter.settings import SegmenterSettings
+from services.segmenter.stream import Outcome, Segmenter
+from services.segmenter.watch import Watcher
+
+
+def build_app(s: SegmenterSettings, on_ready: Callable[[], None] = lambda: None) -> faust.App:
+    s.segmenter_state_dir.mkdir(parents=True, exist_ok=True)
+    watcher = Watcher(s.definitions_path)
+    segments = watcher.initial()  # a bad file at start is an error: there is nothing to run with
+    app = faust.App(
+        s.full_app_id,
+        broker=f"kafka://{s.bootstrap_servers}",
+        store="rocksdb://",
+        datadir=str(s.segmenter_state_dir),
+        web_enabled=False,  # /metrics /healthz /readyz come from our HealthServer
+        key_serializer="raw",
+        value_serializer="raw",
+        broker_session_timeout=s.segmenter_broker_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, s.segmenter_broker_session_timeout_s / 3),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_replication_factor=s.segmenter_replication_factor,
+        **faust_broker_kwargs(s),  # Kafka SASL/TLS (services/common/security.py)
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    enriched_name = topic_name(ENRICHED, s)
+    ticks_name = topic_name(SEGMENTER_TICKS, s)
+    source = app.topic(enriched_name, ticks_name, **raw)
+    ticks = app.topic(ticks_name, partitions=SEGMENTER_TICKS.partitions, **raw)
+    outputs = {
+        "segment-membership": app.topic(topic_name(SEGMENT_MEMBERSHIP, s), **raw),
+        "dead-letters": app.topic(topic_name(DEAD_LETTERS, s), **raw),
+    }
+    persons = app.Table("persons", partitions=ENRICHED.partitions, default=None)  # json in the changelog
+    connect = (lambda: client_for(s)) if s.clickhouse_url else None
+    core = Segmenter(
+        Serde(registry_url=s.schema_registry_url),
+        {name: topic.get_topic_name() for name, topic in outputs.items()},
+        segments,
+        seeder(connect, s.segmenter_clickhouse_database),
+    )
+
+    async def perform(outcome: Outcome) -> None:
+        # Sends first, then state: a crash in between replays the record, and the offset stored
+        # with the state tells a replay from a new record (stream.py).
+        for send in outcome.sends:
+            await outputs[send.output].send(key=send.key, value=send.value)
+        for key, value in outcome.writes.items():
+            persons[key] = value
+
+    @app.agent(source)
+    async def segment(stream: Any) -> None:
+        async for event in stream.events():
+            m = event.message
+            if m.topic == ticks_name:
+                await perform(core.tick(persons, m.partition))
+            else:
+                await perform(
+                    core.record(
+                        persons, SourcePosition(m.topic, m.partition, m.offset, event.key, event.value)
+                    )
+                )
+
+    @app.timer(interval=s.segmenter_tick_seconds)
+    async def tick() -> None:
+        for tp in app.consumer.assignment():
+            if tp.topic == enriched_name:
+                await ticks.send(value=b"", partition=tp.partition)
+
+    @app.timer(interval=s.segmenter_reload_seconds)
+    async def reload_definitions() -> None:
+        new = watcher.poll()
+        if new is not None:
+            core.set_definitions(new)
+
+    @app.on_partitions_revoked.connect
+    async def revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        core.forget({tp.partition for tp in revoked if tp.topic == enriched_name})
+
+    @app.task
+    async def ready() -> None:
+        on_ready()
+
+    return app

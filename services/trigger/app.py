@@ -1,0 +1,196 @@
+"""The faust app: one agent over four co-partitioned topics, three tables, two timers.
+
+    enriched, segment-membership, profiles, trigger.ticks (6 partitions, key person id)
+        --decide (tables persons, states, broadcasts)-->
+    outbound.<channel>, delivery-receipts (sent), dead-letters
+
+Faust tables can only be written while an input event is processed (the changelog partition is
+the event's partition), so time reaches the agent as messages: the ``wake`` timer sends a tick
+to ``trigger.ticks`` partition p when a person of p is due (from the in-memory :class:`DueIndex`)
+or a broadcast's time came, and the agent handles it like any input of partition p. After an
+assignment, the first tick of a partition is ``rebuild``: the index is rebuilt from ``states``
+(faust delivers it only after the tables are recovered).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from services.common.logs import get_logger
+from services.common.security import faust_broker_kwargs
+from services.common.serde import Serde
+from services.common.steps import SourcePosition
+from services.common.topics import (
+    DEAD_LETTERS,
+    DELIVERY_RECEIPTS,
+    ENRICHED,
+    OUTBOUND_TOPICS,
+    PROFILES,
+    SEGMENT_MEMBERSHIP,
+    TRIGGER_TICKS,
+    topic_name,
+)
+from services.trigger import metrics
+from services.trigger.clock import Clock
+from services.trigger.core import Context
+from services.trigger.definitions import CampaignSet, reload_campaigns
+from services.trigger.due import DueIndex
+from services.trigger.settings import TriggerSettings, default_campaigns
+from services.trigger.stages import Outcome, Stages, tick_kind, tick_value
+
+log = get_logger("trigger")
+TICK_RESEND_S = 10.0  # a tick not handled by then (lost in a rebalance) is sent again
+
+
+class Campaigns:
+    """The current campaign set, re-read from the file by the reload timer."""
+
+    def __init__(self, s: TriggerSettings) -> None:
+        self.file, self.tracking = s.campaigns_file, s.tracking()
+        self.current: CampaignSet = default_campaigns()
+        self.reload()
+
+    def reload(self) -> None:
+        if not self.file.exists():
+            return
+        result = reload_campaigns(self.file, self.current)
+        if result.problems:
+            log.warning("campaign file refused, previous campaigns kept", extra={"problems": result.problems})
+        elif result.diff and (result.diff.added or result.diff.changed or result.diff.removed):
+            log.info("campaigns loaded", extra=vars(result.diff))
+        self.current = result.campaigns or self.current
+
+    def context(self) -> Context:
+        return Context(self.current, self.tracking)
+
+
+def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -> faust.App:
+    s.trigger_state_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        s.full_app_id,
+        broker=f"kafka://{s.bootstrap_servers}",
+        store="rocksdb://",
+        datadir=str(s.trigger_state_dir),
+        web_enabled=False,  # /metrics /healthz /readyz come from our HealthServer
+        key_serializer="raw",
+        value_serializer="raw",
+        broker_session_timeout=s.trigger_broker_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, s.trigger_broker_session_timeout_s / 3),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_replication_factor=s.trigger_replication_factor,
+        **faust_broker_kwargs(s),  # Kafka SASL/TLS (services/common/security.py)
+        # at_least_once (faust's default): its exactly_once fences the timer's tick sends and
+        # cannot produce to topics it does not consume (docs/campaigns.md, "Exactly once").
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    names = {
+        spec.name: topic_name(spec, s) for spec in (ENRICHED, SEGMENT_MEMBERSHIP, PROFILES, TRIGGER_TICKS)
+    }
+    inputs = app.topic(*names.values(), **raw)
+    ticks = app.topic(names[TRIGGER_TICKS.name], partitions=TRIGGER_TICKS.partitions, **raw)
+    outputs = {
+        spec.name: app.topic(topic_name(spec, s), **raw)
+        for spec in (*OUTBOUND_TOPICS, DELIVERY_RECEIPTS, DEAD_LETTERS)
+    }
+    table_opts: dict[str, Any] = {"default": None, "partitions": ENRICHED.partitions}  # json in changelogs
+    tables = {name: app.Table(name, **table_opts) for name in ("persons", "states", "broadcasts")}
+    persons, states, broadcasts = tables["persons"], tables["states"], tables["broadcasts"]
+    campaigns = Campaigns(s)
+    clock = Clock(s.trigger_clock_file)
+    stages = Stages(
+        Serde(registry_url=s.schema_registry_url),
+        campaigns.context,
+        {name: topic.get_topic_name() for name, topic in outputs.items()},
+    )
+    index = DueIndex()
+    in_flight: dict[int, float] = {}  # partition -> when its tick was sent (monotonic)
+
+    async def perform(outcome: Outcome, partition: int) -> None:
+        # Sends first, then state (the enricher's order): if only one of them reaches Kafka before
+        # a crash, it should be the outputs (a replay re-decides; ids repeat), not the state.
+        for send in outcome.sends:
+            await outputs[send.output].send(key=send.key, value=send.value)
+        for table, key, value in outcome.writes:
+            tables[table][key] = value
+        for person, due in outcome.due.items():
+            index.set(partition, person, due)
+
+    def rebuild(partition: int) -> None:
+        for _, entry in states.items():
+            if entry and entry.get("partition") == partition:
+                index.set(partition, entry["person"], entry.get("due"))
+        index.broadcasts_done[partition] = set(broadcasts.get(f"p{partition}") or [])
+        index.built.add(partition)
+        log.info("due index rebuilt", extra={"partition": partition, "due": index.pending()})
+
+    async def on_tick(source: SourcePosition) -> None:
+        p, kind = source.partition, tick_kind(source.value)
+        in_flight.pop(p, None)
+        metrics.TICKS.labels(kind).inc()
+        if kind == "rebuild" or p not in index.built:
+            rebuild(p)
+        now = clock.now()
+        for person in index.take_due(p, clock.now_ms()):
+            await perform(stages.tick_person(person, persons, states, source, now), p)
+        done = index.broadcasts_done.setdefault(p, set())
+        for campaign_id, key in stages.due_broadcasts(done, clock.now_ms()):
+            audience = [e["person"] for _, e in persons.items() if e and e.get("partition") == p]
+            for person in audience:
+                await perform(stages.broadcast_person(campaign_id, person, persons, states, source, now), p)
+            done.add(key)
+            broadcasts[f"p{p}"] = sorted(done)
+            log.info(
+                "broadcast sent", extra={"campaign": campaign_id, "partition": p, "audience": len(audience)}
+            )
+
+    @app.agent(inputs)
+    async def decide(stream: Any) -> None:
+        async for event in stream.events():
+            m = event.message
+            source = SourcePosition(m.topic, m.partition, m.offset, event.key, event.value)
+            if m.topic == names[PROFILES.name]:
+                await perform(stages.profile(persons, source), m.partition)
+            elif m.topic == names[SEGMENT_MEMBERSHIP.name]:
+                await perform(stages.segment(persons, states, source, clock.now()), m.partition)
+            elif m.topic == names[ENRICHED.name]:
+                await perform(stages.enriched(persons, states, source, clock.now()), m.partition)
+            else:
+                await on_tick(source)
+
+    @app.timer(interval=s.trigger_tick_seconds)
+    async def wake() -> None:
+        actives = {
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == ticks.get_topic_name()
+        }
+        if actives != index.assigned:
+            index.reassign(actives)
+            in_flight.clear()
+        now_ms, mono = clock.now_ms(), time.monotonic()
+        for p in sorted(actives):
+            if mono - in_flight.get(p, -TICK_RESEND_S) < TICK_RESEND_S:
+                continue  # its previous tick is on the way
+            if p not in index.built:
+                kind = "rebuild"
+            elif index.has_due(p, now_ms) or stages.due_broadcasts(
+                index.broadcasts_done.get(p, set()), now_ms
+            ):
+                kind = "due"
+            else:
+                continue
+            in_flight[p] = mono
+            await ticks.send(key=None, value=tick_value(kind, now_ms), partition=p)
+        metrics.DUE_PERSONS.set(index.pending())
+        metrics.NOW_SECONDS.set(now_ms / 1000)  # after the ticks: anything due at now_ms has one
+        if actives and actives <= index.built:
+            on_ready()
+
+    @app.timer(interval=s.trigger_reload_seconds)
+    async def reload() -> None:
+        campaigns.reload()
+
+    return app

@@ -1,0 +1,122 @@
+"""Run the segmenter as a real subprocess; write `enriched` envelopes, watch `segment-membership`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.common.kafka import make_producer, make_reader
+from services.common.serde import Serde
+from services.common.settings import Settings
+from services.common.topics import DEAD_LETTERS, ENRICHED, SEGMENT_MEMBERSHIP, topic_name
+from tests.conftest import settings_env
+from tests.helpers import wait_until
+
+
+class SegmenterProcess:
+    """One `tagstream run segmenter` process; stop() is SIGTERM, kill() is SIGKILL."""
+
+    def __init__(self, settings: Settings, log: Path, definitions: Path, **extra_env: str) -> None:
+        self.env = {
+            **settings_env(settings),
+            "TAGSTREAM_HEALTH_PORT": "0",
+            "TAGSTREAM_SEGMENTER_DEFINITIONS_FILE": str(definitions),
+            "TAGSTREAM_SEGMENTER_RELOAD_SECONDS": "0.5",
+            "TAGSTREAM_SEGMENTER_BROKER_SESSION_TIMEOUT_S": "6",
+            **extra_env,
+        }
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._port_from = 0
+
+    def start(self) -> SegmenterProcess:
+        self._port_from = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "run", "segmenter"],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+        return self
+
+    def health_port(self) -> int | None:
+        """The port this run's health server picked (port 0), read from its JSON log."""
+        with open(self.log, "rb") as log:
+            log.seek(self._port_from)
+            text = log.read().decode(errors="replace")
+        for line in text.splitlines():
+            if line.startswith("{") and '"health_port"' in line:
+                return int(json.loads(line)["health_port"])
+        return None
+
+    def metrics(self) -> str:
+        port = wait_until(self.health_port, what="health port in the log")
+        return httpx.get(f"http://127.0.0.1:{port}/metrics").text
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait; the exit code (None if it was never started)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        return None if self.proc is None else self.proc.returncode
+
+
+class Topics:
+    """Writes enriched envelopes; collects membership changes and dead letters."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.serde = Serde()
+        self.producer = make_producer(settings)
+        self.reader = make_reader(settings)
+        self.reader.subscribe([topic_name(t, settings) for t in (SEGMENT_MEMBERSHIP, DEAD_LETTERS)])
+        self.changes: list[dict[str, Any]] = []
+        self.dead: list[dict[str, Any]] = []
+
+    def send(self, *envelopes: dict[str, Any]) -> None:
+        name = topic_name(ENRICHED, self.settings)
+        for env in envelopes:
+            value = self.serde.encode("enriched_event", env)
+            self.producer.produce(name, key=env["person_id"].encode(), value=value)
+        self.producer.flush(30)
+
+    def poll(self) -> None:
+        for message in self.reader.consume(500, timeout=0.2):
+            if message.error():
+                continue
+            record_type, record = self.serde.decode(message.value())
+            (self.dead if record_type == "dead_letter" else self.changes).append(record)
+
+    def wait(self, condition: Any, what: str, timeout: float = 90.0) -> Any:
+        def check() -> Any:
+            self.poll()
+            return condition()
+
+        return wait_until(check, timeout=timeout, what=what)
+
+    def seen(self, person: str, segment: str, change: str) -> list[dict[str, Any]]:
+        return [
+            c
+            for c in self.changes
+            if (c["person_id"], c["segment_id"], c["change"]) == (person, segment, change)
+        ]
+
+    def close(self) -> None:
+        self.reader.close()

@@ -1,0 +1,54 @@
+"""The in-memory due index and the test clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.trigger.clock import Clock
+from services.trigger.due import DueIndex
+
+
+class TestDueIndex:
+    def test_take_due_returns_due_persons_earliest_first_and_forgets_them(self):
+        """Only persons whose time came are taken, once, in time order."""
+        index = DueIndex()
+        index.set(0, "b", 20)
+        index.set(0, "a", 10)
+        index.set(0, "c", 30)
+        assert index.take_due(0, 25) == ["a", "b"]
+        assert index.take_due(0, 25) == []
+        assert index.next_due(0) == 30 and index.pending() == 1
+
+    def test_a_new_due_time_replaces_the_old_one(self):
+        """Moving a person's time later (or clearing it) leaves no stale wake-up behind."""
+        index = DueIndex()
+        index.set(1, "a", 10)
+        index.set(1, "a", 50)
+        assert index.take_due(1, 20) == [] and index.next_due(1) == 50
+        index.set(1, "a", None)
+        assert index.next_due(1) is None and not index.has_due(1, 100)
+
+    def test_reassign_forgets_revoked_partitions(self):
+        """A partition that moved away is forgotten and must be rebuilt if it comes back."""
+        index = DueIndex()
+        index.reassign({0, 1})
+        index.set(0, "a", 10)
+        index.built.update({0, 1})
+        index.reassign({1})
+        assert index.next_due(0) is None and index.built == {1}
+
+
+class TestClock:
+    def test_the_clock_file_is_now_and_a_bad_read_keeps_the_last_value(self, tmp_path: Path):
+        """Tests move time by writing epoch ms; a half-written file does not jump to the wall clock."""
+        path = tmp_path / "clock"
+        path.write_text("1000")
+        clock = Clock(path)
+        assert clock.now_ms() == 1000
+        path.write_text("")
+        assert clock.now_ms() == 1000
+        path.write_text("5000")
+        assert clock.now().timestamp() == 5.0
+
+    def test_without_a_file_it_is_the_wall_clock(self):
+        assert Clock().now_ms() > 1_700_000_000_000
