@@ -314,7 +314,7 @@ def test_enriched_profiles_changes_and_messages_load_and_feed_the_oracle_and_the
         {"segment": "never-used", "name": "", "members": 0},
         {"segment": "retired", "name": "(not defined)", "members": 1},
     ]
-    cli_env = {**env, "TAGSTREAM_SEGMENT_DEFINITIONS": str(definitions)}
+    cli_env = {**env, "TAGSTREAM_SEGMENTER_DEFINITIONS_FILE": str(definitions)}  # the segmenter's
     size = tagstream("segments", "size", "vip", env=cli_env)
     assert (size.returncode, size.stdout.strip()) == (0, "1")
     shown = tagstream("segments", "members", "vip", "--format", "csv", env=cli_env)
