@@ -97,11 +97,18 @@ def _view(name: str, select: str) -> str:
 # Every view reads its table as `t`: a bare `person_id` would mean the output alias, not the column.
 _KNOWN = "t.person_id IS NOT NULL"  # rows loaded from *.valid have no person: not facts of anyone
 _PERSON = f"{surviving_person('assumeNotNull(t.person_id)')} AS person_id"
-_ATTRIBUTE_JSON = """multiIf(a.3 IS NULL, 'null',
-        a.2 = 'number', ifNull(toString(toFloat64OrNull(trim(assumeNotNull(a.3)))), 'null'),
-        a.2 = 'boolean', if(lower(assumeNotNull(a.3)) IN ('true', 'false'),
-                            lower(assumeNotNull(a.3)), 'null'),
-        toJSONString(assumeNotNull(a.3)))"""
+# The attribute's canonical text as the JSON scalar the segmenter compares (segmenter/enriched.py
+# `typed`): a number that parses and is finite, true/false, a date as YYYY-MM-DD or a UTC
+# YYYY-MM-DDTHH:MM:SS.fffZ; text that does not parse as its type stays a string; null unsets.
+_V = "assumeNotNull(a.3)"
+_AS_FLOAT = f"toFloat64OrNull(trim({_V}))"
+_AS_INSTANT = f"parseDateTime64BestEffortOrNull({_V}, 3, 'UTC')"
+_ATTRIBUTE_JSON = f"""multiIf(a.3 IS NULL, 'null',
+        a.2 = 'number' AND isFinite(ifNull({_AS_FLOAT}, nan)), toString({_AS_FLOAT}),
+        a.2 = 'boolean' AND lower(trim({_V})) IN ('true', 'false'), lower(trim({_V})),
+        a.2 = 'date' AND length({_V}) != 10 AND {_AS_INSTANT} IS NOT NULL,
+            toJSONString(concat(replaceOne(toString({_AS_INSTANT}), ' ', 'T'), 'Z')),
+        toJSONString({_V}))"""
 SEGMENT_FACT_VIEWS: dict[str, str] = {
     # One row per attribute of each current profile (a merged-away person has no facts left).
     "profiles": f"""SELECT {_PERSON}, a.1 AS name, {_ATTRIBUTE_JSON} AS value, a.5 AS updated_at
@@ -119,7 +126,8 @@ WHERE t.merged_into IS NULL""",
     # `geofence_transitions`: a device-reported enter is in both tables, counted once here.
     "locations": f"""SELECT {_PERSON}, event_time, toString(t.kind) AS kind,
     CAST(NULL AS Nullable(String)) AS region_id, latitude, longitude
-FROM locations AS t WHERE {_KNOWN} AND t.kind = 'gps'
+FROM locations AS t
+WHERE {_KNOWN} AND t.kind = 'gps' AND latitude IS NOT NULL AND longitude IS NOT NULL
 UNION ALL
 SELECT {_PERSON}, event_time,
     multiIf(t.kind = 'entered', 'enter', t.kind = 'exited', 'exit', 'dwell') AS kind,

@@ -136,8 +136,24 @@ ENVELOPES = [
 PROFILE_RECORDS = [
     _profile("p-1", T - timedelta(days=1), [_attr("plan", "string", "basic", T - timedelta(days=1))]),
     _profile("p-1", T, [_attr("plan", "string", "pro", T), _attr("usage", "number", "512.5", T)]),
-    _profile("p-2", T, [_attr("plan", "string", "free", T), _attr("usage", "number", "12", T)]),
-    _profile("p-3", T, [_attr("plan", "string", "free", T), _attr("beta", "boolean", "True", T)]),
+    _profile(
+        "p-2",
+        T,
+        [
+            _attr("plan", "string", "free", T),
+            _attr("usage", "number", "12", T),
+            _attr("score", "number", "n/a", T),
+        ],
+    ),
+    _profile(
+        "p-3",
+        T,
+        [
+            _attr("plan", "string", "free", T),
+            _attr("beta", "boolean", "True", T),
+            _attr("signup", "date", "2024-05-01T10:00:00+02:00", T),
+        ],
+    ),
     _profile("p-0", T, [_attr("plan", "string", "pro", T)], merged_into="p-1"),
 ]
 
@@ -181,6 +197,8 @@ ORACLE = {
     "pro-plan": ({"attribute": "plan", "equals": "pro"}, ["p-1"]),
     "heavy": ({"attribute": "usage", "gt": 500}, ["p-1"]),
     "beta": ({"attribute": "beta", "equals": True}, ["p-3"]),
+    "early": ({"attribute": "signup", "before": "2024-05-01T08:00:01Z"}, ["p-3"]),  # normalised to UTC
+    "unparsed": ({"attribute": "score", "equals": "n/a"}, ["p-2"]),  # not a number: stays text
     "reds": ({"tag": "team", "value": "Reds", "within": "1d"}, ["p-1"]),
     "blues": ({"tag": "team", "value": "Blues", "within": "1d"}, ["p-1"]),  # p-0's, merged into p-1
     "buyers": (
@@ -282,8 +300,8 @@ def test_enriched_profiles_changes_and_messages_load_and_feed_the_oracle_and_the
     ) == [
         ["p-0", ["pro"], "p-1"],
         ["p-1", ["pro", "512.5"], None],
-        ["p-2", ["free", "12"], None],
-        ["p-3", ["free", "True"], None],
+        ["p-2", ["free", "12", "n/a"], None],
+        ["p-3", ["free", "True", "2024-05-01T10:00:00+02:00"], None],
     ]
     assert loader.query("SELECT message_id, channel, campaign_id, person_id FROM outbound_messages") == [
         ["o-1", "email", "c1", "p-1"]
