@@ -1,8 +1,8 @@
 """``tagstream segments list|size|members``: defined segments and their current membership.
 
-Definitions come from the segment definitions file or directory (``--definitions``, else
-``TAGSTREAM_SEGMENT_DEFINITIONS``, else ``config/segments.yaml``, else
-``config/segments.example.yaml``); membership from ClickHouse (``services.loader.membership``),
+Definitions come from the segment definitions file or directory (``--definitions``, else the
+segmenter's: ``TAGSTREAM_SEGMENTER_DEFINITIONS_FILE``, else ``<config_dir>/segments.yaml``, else
+``segments.example.yaml``); membership from ClickHouse (``services.loader.membership``),
 through the same routes as ``tagstream query`` (server, running loader's API, or chDB).
 """
 
@@ -14,31 +14,29 @@ from typing import Annotated
 import typer
 
 from services.cli.analytics import Format, _run, emit, err
-from services.common.settings import REPO_ROOT, load_settings
+from services.common.settings import load_settings
 from services.loader import membership
 from services.loader.analytics import Analytics, QueryFailed, QueryRefused, Result
 from services.segmenter.definitions import DefinitionError, Segment, load
+from services.segmenter.settings import SegmenterSettings
 
 segments_app = typer.Typer(
     help="Segments: definitions and current membership (loaded from segment-membership).",
     no_args_is_help=True,
 )
-DEFAULT_FILES = (REPO_ROOT / "config" / "segments.yaml", REPO_ROOT / "config" / "segments.example.yaml")
 DefinitionsOption = Annotated[
     Path | None,
     typer.Option(
         "--definitions",
-        envvar="TAGSTREAM_SEGMENT_DEFINITIONS",
-        help="Segment definitions file or directory (default config/segments.yaml, else the example).",
+        help="Segment definitions file or directory (default: the segmenter's, "
+        "TAGSTREAM_SEGMENTER_DEFINITIONS_FILE, else config/segments.yaml, else the example).",
     ),
 ]
 FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
 
 
 def definitions_path(explicit: Path | None) -> Path:
-    if explicit is not None:
-        return explicit
-    return next((p for p in DEFAULT_FILES if p.exists()), DEFAULT_FILES[-1])
+    return explicit if explicit is not None else SegmenterSettings().definitions_path
 
 
 def _segments(path: Path | None) -> dict[str, Segment]:

@@ -12,12 +12,12 @@ and ClickHouse could not recognise the retried block: :meth:`Batcher.set_boundar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 TopicPartition = tuple[str, int]
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):  # a tuple: built once per consumed message, so it must be cheap
     offset: int
     key: bytes | None
     value: bytes | None
@@ -62,6 +62,15 @@ class Batcher:
             self._buffers[(topic, partition)] = _Buffer(now, [item])
             return True
         buffer.items.append(item)
+        return False
+
+    def extend(self, topic: str, partition: int, items: list[Item], now: float) -> bool:
+        """Buffer consecutive messages of one partition; True when they start a new buffer."""
+        buffer = self._buffers.get((topic, partition))
+        if buffer is None:
+            self._buffers[(topic, partition)] = _Buffer(now, items)
+            return True
+        buffer.items.extend(items)
         return False
 
     def set_boundary(self, topic: str, partition: int, last_offset: int) -> None:

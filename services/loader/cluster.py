@@ -44,6 +44,7 @@ _ORDER_BY = re.compile(r"\bORDER\s+BY\s+(\([^)]*\)|[\w.]+)", re.I)
 _CREATE_VIEW = re.compile(
     rf"^\s*CREATE\s+(OR\s+REPLACE\s+)?(MATERIALIZED\s+)?VIEW\s+(IF\s+NOT\s+EXISTS\s+)?({_NAME})", re.I
 )
+_CREATE_DICTIONARY = re.compile(rf"^\s*CREATE\s+DICTIONARY\s+(IF\s+NOT\s+EXISTS\s+)?({_NAME})", re.I)
 _CREATE_DATABASE = re.compile(rf"^\s*CREATE\s+DATABASE\s+(IF\s+NOT\s+EXISTS\s+)?({_NAME})", re.I)
 _ALTER = re.compile(rf"^\s*ALTER\s+TABLE\s+({_NAME})\s+(.*)$", re.I | re.S)
 _DROP = re.compile(rf"^\s*DROP\s+TABLE\s+(IF\s+EXISTS\s+)?({_NAME})\s*$", re.I)
@@ -133,7 +134,8 @@ def clustered(statement: str, cluster: str, tables: set[str] | None = None) -> l
         if m.group(2):  # materialized: fire on the local inserts, write through the Distributed target
             rest = _local_sources(rest, tables)
         return [f"{head} {on}{rest}"]
-    if m := _CREATE_DATABASE.match(statement):
+    if m := _CREATE_DATABASE.match(statement) or _CREATE_DICTIONARY.match(statement):
+        # A dictionary on every node; its source query reads the Distributed table (all shards).
         return [f"{statement[: m.end()]} {on}{statement[m.end() :]}"]
     if m := _DROP.match(statement):
         exists = m.group(1) or ""

@@ -61,6 +61,20 @@ _SOURCE = """
 _SETTINGS = f"SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"
 
 
+MERGE_DEPTH = 2  # merge chains (a → b, then b → c) are followed this many steps at query time
+
+
+def surviving_person(person: str) -> str:
+    """SQL: the person id a (non-NULL String) person id was finally merged into, else itself.
+
+    ``person_merges`` maps each merged id to the latest id it was merged into; following it
+    ``MERGE_DEPTH`` times resolves chains, so history written before a merge groups under the
+    surviving person without rewriting rows, and a later merge applies to old rows at once."""
+    for _ in range(MERGE_DEPTH):
+        person = f"dictGetOrDefault('person_merges', 'to_person_id', {person}, {person})"
+    return person
+
+
 def _person_series(table: str, columns: str, order_by: str) -> str:
     """A table of the enricher's derived events (person id always known, no input envelope)."""
     return f"""CREATE TABLE IF NOT EXISTS {table} (
@@ -80,38 +94,47 @@ def _view(name: str, select: str) -> str:
     return f"CREATE OR REPLACE VIEW {SEGMENT_FACTS_DATABASE}.{name} AS {select}"
 
 
-_KNOWN = "person_id IS NOT NULL"  # rows loaded from *.valid have no person: not facts of anyone
-_ATTRIBUTE_JSON = """multiIf(a.3 IS NULL, 'null',
-        a.2 = 'number', ifNull(toString(toFloat64OrNull(trim(assumeNotNull(a.3)))), 'null'),
-        a.2 = 'boolean', if(lower(assumeNotNull(a.3)) IN ('true', 'false'),
-                            lower(assumeNotNull(a.3)), 'null'),
-        toJSONString(assumeNotNull(a.3)))"""
+# Every view reads its table as `t`: a bare `person_id` would mean the output alias, not the column.
+_KNOWN = "t.person_id IS NOT NULL"  # rows loaded from *.valid have no person: not facts of anyone
+_PERSON = f"{surviving_person('assumeNotNull(t.person_id)')} AS person_id"
+# The attribute's canonical text as the JSON scalar the segmenter compares (segmenter/enriched.py
+# `typed`): a number that parses and is finite, true/false, a date as YYYY-MM-DD or a UTC
+# YYYY-MM-DDTHH:MM:SS.fffZ; text that does not parse as its type stays a string; null unsets.
+_V = "assumeNotNull(a.3)"
+_AS_FLOAT = f"toFloat64OrNull(trim({_V}))"
+_AS_INSTANT = f"parseDateTime64BestEffortOrNull({_V}, 3, 'UTC')"
+_ATTRIBUTE_JSON = f"""multiIf(a.3 IS NULL, 'null',
+        a.2 = 'number' AND isFinite(ifNull({_AS_FLOAT}, nan)), toString({_AS_FLOAT}),
+        a.2 = 'boolean' AND lower(trim({_V})) IN ('true', 'false'), lower(trim({_V})),
+        a.2 = 'date' AND length({_V}) != 10 AND {_AS_INSTANT} IS NOT NULL,
+            toJSONString(concat(replaceOne(toString({_AS_INSTANT}), ' ', 'T'), 'Z')),
+        toJSONString({_V}))"""
 SEGMENT_FACT_VIEWS: dict[str, str] = {
     # One row per attribute of each current profile (a merged-away person has no facts left).
-    "profiles": f"""SELECT person_id, a.1 AS name, {_ATTRIBUTE_JSON} AS value, a.5 AS updated_at
-FROM profiles FINAL
+    "profiles": f"""SELECT {_PERSON}, a.1 AS name, {_ATTRIBUTE_JSON} AS value, a.5 AS updated_at
+FROM profiles AS t FINAL
 ARRAY JOIN arrayZip(attribute_names, attribute_types, attribute_values, attribute_scopes,
                     attribute_times) AS a
-WHERE merged_into IS NULL""",
-    "tags": f"SELECT assumeNotNull(person_id) AS person_id, event_time, toString(name) AS name, value "
-    f"FROM tags WHERE {_KNOWN}",
-    "events": f"SELECT assumeNotNull(person_id) AS person_id, event_time, toString(name) AS name, properties "
-    f"FROM events WHERE {_KNOWN}",
-    "message_events": "SELECT assumeNotNull(person_id) AS person_id, event_time, "
+WHERE t.merged_into IS NULL""",
+    "tags": f"SELECT {_PERSON}, event_time, toString(name) AS name, value FROM tags AS t WHERE {_KNOWN}",
+    "events": f"SELECT {_PERSON}, event_time, toString(name) AS name, properties "
+    f"FROM events AS t WHERE {_KNOWN}",
+    "message_events": f"SELECT {_PERSON}, event_time, "
     "toString(channel) AS channel, nullIf(toString(campaign_id), '') AS campaign, toString(status) AS status "
-    f"FROM message_events WHERE {_KNOWN}",
+    f"FROM message_events AS t WHERE {_KNOWN}",
     # GPS points from `locations`, every region transition (device-reported or from GPS) from
     # `geofence_transitions`: a device-reported enter is in both tables, counted once here.
-    "locations": f"""SELECT assumeNotNull(person_id) AS person_id, event_time, toString(l.kind) AS kind,
+    "locations": f"""SELECT {_PERSON}, event_time, toString(t.kind) AS kind,
     CAST(NULL AS Nullable(String)) AS region_id, latitude, longitude
-FROM locations AS l WHERE {_KNOWN} AND l.kind = 'gps'
+FROM locations AS t
+WHERE {_KNOWN} AND t.kind = 'gps' AND latitude IS NOT NULL AND longitude IS NOT NULL
 UNION ALL
-SELECT person_id, event_time,
-    multiIf(g.kind = 'entered', 'enter', g.kind = 'exited', 'exit', 'dwell') AS kind,
+SELECT {_PERSON}, event_time,
+    multiIf(t.kind = 'entered', 'enter', t.kind = 'exited', 'exit', 'dwell') AS kind,
     CAST(region_id AS Nullable(String)) AS region_id, CAST(NULL AS Nullable(Float64)) AS latitude,
     CAST(NULL AS Nullable(Float64)) AS longitude
-FROM geofence_transitions AS g""",
-    "sessions": "SELECT person_id, event_time FROM sessions AS s WHERE s.kind = 'start'",
+FROM geofence_transitions AS t""",
+    "sessions": f"SELECT {_PERSON}, event_time FROM sessions AS t WHERE t.kind = 'start'",
 }
 
 
@@ -357,7 +380,20 @@ ENGINE = ReplacingMergeTree(_offset) ORDER BY person_id """
         ],
     ),
     Migration(
-        "0015_segment_membership",
+        "0015_person_merges",
+        [
+            # merged id → the latest id it was merged into (surviving_person follows chains).
+            # Reloaded every few seconds: a merge shows in reports and segment facts soon after
+            # it loads.
+            """CREATE DICTIONARY IF NOT EXISTS person_merges (from_person_id String, to_person_id String)
+PRIMARY KEY from_person_id
+SOURCE(CLICKHOUSE(QUERY 'SELECT m.from_person_id AS from_person_id,
+    argMax(m.to_person_id, m.merged_at) AS to_person_id FROM identity_merges AS m GROUP BY m.from_person_id'))
+LIFETIME(MIN 1 MAX 5) LAYOUT(COMPLEX_KEY_HASHED())"""
+        ],
+    ),
+    Migration(
+        "0016_segment_membership",
         [
             # event_time is the change's time (change_time in schemas/segment_membership.avsc).
             """CREATE TABLE IF NOT EXISTS segment_membership (
@@ -377,7 +413,7 @@ ENGINE = MergeTree PARTITION BY toYYYYMM(event_time) ORDER BY (segment_id, perso
         ],
     ),
     Migration(
-        "0016_outbound_messages",
+        "0017_outbound_messages",
         [
             # event_time is when the trigger decided to send (created_time in the schema).
             """CREATE TABLE IF NOT EXISTS outbound_messages (

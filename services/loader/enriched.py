@@ -14,7 +14,7 @@ pipeline without the enricher. Never both: the same input record would load twic
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from services.common.serde import SerdeError
@@ -80,6 +80,15 @@ def enriched_rows(record: dict[str, Any], decode: Decode) -> list[tuple[str, Row
     if kind == "merge":
         return [("identity_merges", (details["merged_from"], person, record["event_time"]))]
     raise ConversionError(f"unknown enriched kind {kind!r}")
+
+
+def native_original(record: dict[str, Any], native_tables: Collection[str]) -> tuple[str, str] | None:
+    """``(table, record type)`` when ClickHouse can convert this envelope's original itself (the
+    loader's fast path, native.py); None for derived kinds, tables without SQL, no original."""
+    target = ORIGINAL.get(record["kind"])
+    if target is None or target[1] not in native_tables or not record.get("original"):
+        return None
+    return target[1], target[0]
 
 
 def _with_person(row: Row, person: str) -> Row:

@@ -45,12 +45,17 @@ from services.loader import ddl, metrics
 from services.loader.analytics import api_file
 from services.loader.api import AnalyticsServer
 from services.loader.batcher import Batch, Batcher, Item
-from services.loader.enriched import routes_for
+from services.loader.enriched import native_original, routes_for
+from services.loader.native import NATIVE_SQL
 from services.loader.rows import COLUMNS, ConversionError, FanOutRoute, Route
 from services.loader.settings import LoaderSettings
 from services.loader.sink import ClickHouseSink, Pending, SinkUnavailable
 
 log = get_logger("tagstream.loader")
+# An envelope left to the fast path: (original bytes at the envelope's offset, person, original's
+# record type, the decoded envelope, the consumed item) — the last two for the Python fallback.
+NativeEntry = tuple[Item, str, str, dict, Item]
+Converted = tuple[dict[str, list[Pending]], list[tuple[Item, Rejection]], dict[str, list[NativeEntry]]]
 SERVICE = "loader"
 
 
@@ -77,16 +82,20 @@ class Loader:
         poll = min(0.5, self.settings.loader_flush_seconds / 4)
         while not stop.is_set:
             messages = self.consumer.consume(num_messages=5000, timeout=poll)
+            consumed: dict[tuple[str, int], list[Item]] = {}
             for message in messages:
                 if message.error():
                     if message.error().code() != KafkaError._PARTITION_EOF:
                         log.warning("consume error", extra={"error": str(message.error())})
                     continue
-                self._buffer(
-                    message.topic(),
-                    message.partition(),
-                    Item(message.offset(), message.key(), message.value()),
-                )
+                key = (message.topic(), message.partition())
+                item = Item(message.offset(), message.key(), message.value())
+                if key in consumed:
+                    consumed[key].append(item)
+                else:
+                    consumed[key] = [item]
+            for (topic, partition), items in consumed.items():
+                self._buffer(topic, partition, items)
             self.ready = True
             for batch in self.batcher.due(time.monotonic()):
                 self.process(batch, stop)
@@ -94,11 +103,13 @@ class Loader:
         for batch in self.batcher.drain(time.monotonic()):  # SIGTERM: finish, commit, close
             self.process(batch, stop)
 
-    def _buffer(self, topic: str, partition: int, item: Item) -> None:
-        self.batcher.add(topic, partition, item, time.monotonic())
+    def _buffer(self, topic: str, partition: int, items: list[Item]) -> None:
+        """Buffer a partition's consumed messages; a partition's first after assignment looks up
+        whether a crashed run left an intent starting there (its replay boundary)."""
+        self.batcher.extend(topic, partition, items, time.monotonic())
         if (topic, partition) not in self._checked:
             self._checked.add((topic, partition))
-            boundary = self.sink.pending_boundary(topic, partition, item.offset)
+            boundary = self.sink.pending_boundary(topic, partition, items[0].offset)
             if boundary is not None:
                 log.info("replaying batch", extra={"topic": topic, "partition": partition, "last": boundary})
                 self.batcher.set_boundary(topic, partition, boundary)
@@ -137,24 +148,31 @@ class Loader:
     def insert(
         self, route: Route | FanOutRoute, batch: Batch, stop: StopFlag
     ) -> tuple[dict[str, int], list[tuple[Item, Rejection]]] | None:
-        """Intent, then the rows: decoded by ClickHouse when the route allows (native.py), else
-        decoded and converted here. Returns rows loaded per table and the records that cannot
-        load; None if stopped while ClickHouse was unavailable."""
-        converted: tuple[dict[str, list[Pending]], list[tuple[Item, Rejection]]] | None = None
+        """Intent, then the rows: decoded by ClickHouse where it can (native.py), else decoded and
+        converted here. Returns rows loaded per table and the records that cannot load; None if
+        stopped while ClickHouse was unavailable."""
+        converted: Converted | None = None
+        loaded: dict[str, int] = {}
         while True:  # ClickHouse away: retry the same batch (same tokens), never skip it
             try:
                 self.sink.record_intent(batch.topic, batch.partition, batch.first, batch.last)
                 if isinstance(route, Route) and self.sink.load_avro(
-                    route.table,
-                    route.columns,
-                    route.topic.record_type or "",
-                    batch.topic,
-                    batch.partition,
-                    [(item.offset, item.value) for item in batch.items],
-                ):
+                    route.table, route.columns, route.topic.record_type or "", batch.topic, batch.partition,
+                    batch.items,
+                ):  # fmt: skip
                     return {route.table: len(batch.items)}, []
                 converted = converted or self.convert(route, batch)
-                tables, rejections = converted
+                tables, rejections, natives = converted
+                for table, entries in sorted(natives.items()):
+                    items, persons = [e[0] for e in entries], [e[1] for e in entries]
+                    if self.sink.load_avro(
+                        table, COLUMNS[table], entries[0][2], batch.topic, batch.partition, items, persons
+                    ):
+                        loaded[table] = len(entries)
+                    else:  # the Python path for this table, same offsets so the same token
+                        rows = tables.get(table, []) + self._python_rows(route, entries, rejections)
+                        tables[table] = sorted(rows, key=lambda p: p.offset)
+                    del natives[table]  # done either way: a retry does not repeat it
                 refused = {
                     table: self.sink.load(table, COLUMNS[table], batch.topic, batch.partition, pending)
                     for table, pending in sorted(tables.items())
@@ -174,15 +192,32 @@ class Loader:
                     rejections.append(
                         (by_offset[r.offset], Rejection("clickhouse_rejected", r.message, "insert"))
                     )
-        loaded = {t: sum(len(p.rows) for p in pending) - len(refused[t]) for t, pending in tables.items()}
+        for t, pending in tables.items():
+            loaded[t] = sum(len(p.rows) for p in pending) - len(refused[t])
         return loaded, rejections
 
-    def convert(
-        self, route: Route | FanOutRoute, batch: Batch
-    ) -> tuple[dict[str, list[Pending]], list[tuple[Item, Rejection]]]:
-        """Rows per table, each record's rows tagged with its offset; the records that cannot load."""
+    def _python_rows(
+        self, route: Route | FanOutRoute, entries: list[NativeEntry], rejections: list[tuple[Item, Rejection]]
+    ) -> list[Pending]:
+        """Rows of envelopes the fast path did not take, converted here after all."""
+        pending = []
+        for item, _person, _type, record, source in entries:
+            try:
+                outputs = route.outputs(record, self.serde.decode)
+            except ConversionError as exc:
+                rejections.append((source, Rejection("unconvertible", str(exc), "convert")))
+                continue
+            pending += [Pending(item.offset, rows) for rows in outputs.values()]
+        return pending
+
+    def convert(self, route: Route | FanOutRoute, batch: Batch) -> Converted:
+        """Rows per table, each record's rows tagged with its offset; the records that cannot load;
+        and (``enriched`` on chDB) the envelopes whose original ClickHouse converts itself, per
+        table, left undecoded: their original's bytes, person and record type."""
         tables: dict[str, list[Pending]] = {}
         rejections: list[tuple[Item, Rejection]] = []
+        natives: dict[str, list[NativeEntry]] = {}
+        fast = isinstance(route, FanOutRoute) and self.sink.native.enabled
         for item in batch.items:
             try:
                 record_type, record = self.serde.decode(item.value)
@@ -193,6 +228,17 @@ class Loader:
                 message = f"{record_type} record on a {route.topic.record_type} topic"
                 rejections.append((item, Rejection("unexpected_type", message, "decode")))
                 continue
+            target = native_original(record, NATIVE_SQL) if fast else None
+            if target is not None:
+                entry = (
+                    Item(item.offset, None, record["original"]),
+                    record["person_id"],
+                    target[1],
+                    record,
+                    item,
+                )
+                natives.setdefault(target[0], []).append(entry)
+                continue
             try:
                 outputs = route.outputs(record, self.serde.decode)
             except ConversionError as exc:
@@ -200,7 +246,7 @@ class Loader:
                 continue
             for table, rows in outputs.items():
                 tables.setdefault(table, []).append(Pending(item.offset, rows))
-        return tables, rejections
+        return tables, rejections, natives
 
     def send_dead_letters(self, batch: Batch, rejections: list[tuple[Item, Rejection]]) -> None:
         if not rejections:

@@ -2,8 +2,9 @@
 
 Every report takes ``since`` / ``until`` (event time, UTC, half-open) and ``app`` ('' = all
 apps); ``person_tags`` also takes ``person`` (any identifier, or a person id) and ``search``.
-A person is ``coalesce(person_id, identity_key)``: the enricher's person id (loaded from
-``enriched``, the default source), else the record's strongest identifier (``*.valid`` source).
+A person is the enricher's person id (loaded from ``enriched``, the default source) mapped to
+the id it was merged into (``ddl.surviving_person``), else the record's strongest identifier
+(``identity_key``, ``*.valid`` source).
 "Activity" is any event or tag hit. Location visits come from ``geofence_transitions`` (the
 enricher's GPS- and device-reported transitions) plus, for rows loaded from ``locations.valid``,
 the device-reported enter/exit in ``locations``; transitions carry no app, so ``--app`` keeps
@@ -16,17 +17,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from services.loader.ddl import surviving_person
+
 _WINDOW = (
     "event_time >= {since:DateTime64(3, 'UTC')} AND event_time < {until:DateTime64(3, 'UTC')} "
     "AND ({app:String} = '' OR app_id = {app:String})"
 )
-_PERSON = "coalesce(person_id, identity_key)"
+_PERSON = f"if(person_id IS NULL, identity_key, {surviving_person('assumeNotNull(person_id)')})"
 # Region transitions, each once: with person_id (enriched source) they are in geofence_transitions.
 _TRANSITIONS = f"""visits AS (
     SELECT event_time, region_id, toString(l.kind) AS kind, {_PERSON} AS person FROM locations AS l
     WHERE {_WINDOW} AND region_id != '' AND l.kind IN ('enter', 'exit') AND person_id IS NULL
     UNION ALL
-    SELECT event_time, region_id, if(g.kind = 'entered', 'enter', 'exit') AS kind, person_id AS person
+    SELECT event_time, region_id, if(g.kind = 'entered', 'enter', 'exit') AS kind,
+      {surviving_person("person_id")} AS person
     FROM geofence_transitions AS g
     WHERE g.kind IN ('entered', 'exited') AND event_time >= {{since:DateTime64(3, 'UTC')}}
       AND event_time < {{until:DateTime64(3, 'UTC')}} AND {{app:String}} = '')"""

@@ -21,6 +21,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
+from services.loader.batcher import Item
 from services.loader.native import NativeLoader
 from services.loader.rows import SOURCE_COLUMNS, Row
 
@@ -72,10 +73,10 @@ class ClickHouseSink:
 
     def record_intent(self, topic: str, partition: int, first: int, last: int) -> None:
         self._call(
-            self.client.insert,
-            "loader_batches",
-            [[topic, partition, first, last]],
-            column_names=["topic", "partition", "first_offset", "last_offset"],
+            self.client.command,  # one statement (client.insert would stage a file and describe the table)
+            "INSERT INTO loader_batches (topic, partition, first_offset, last_offset) "
+            "VALUES ({t:String}, {p:UInt16}, {f:UInt64}, {l:UInt64})",
+            parameters={"t": topic, "p": partition, "f": first, "l": last},
         )
 
     def load_avro(
@@ -85,14 +86,15 @@ class ClickHouseSink:
         record_type: str,
         topic: str,
         partition: int,
-        items: Sequence[tuple[int, bytes | None]],
+        items: Sequence[Item],
+        persons: Sequence[str] | None = None,
     ) -> bool:
-        """The whole batch decoded and converted by ClickHouse (native.py), with the batch's token;
-        False when that path does not apply or ClickHouse refused it: use :meth:`load`."""
+        """The records decoded and converted by ClickHouse (native.py), with the token of their
+        offset range; False when that path does not apply or ClickHouse refused: use :meth:`load`."""
         if not self.native.enabled:
             return False
         with self.lock:
-            done = self.native.load(table, columns, record_type, topic, partition, items)
+            done = self.native.load(table, columns, record_type, topic, partition, items, persons)
         self.native_batches += done
         return done
 

@@ -31,7 +31,9 @@ class SegmenterSettings(Settings):
         default=1, description="Replication of the changelog topic faust creates (3 on a real cluster)."
     )
     segmenter_clickhouse_database: str | None = Field(
-        default=None, description="Database of the loader's tables for seeding new segments from history."
+        default="segment_facts",  # services/loader/ddl.py SEGMENT_FACTS_DATABASE
+        description="Database with the oracle's tables (docs/segments.md) for seeding new segments from "
+        "history: the loader's views over its loaded tables.",
     )
 
     @property

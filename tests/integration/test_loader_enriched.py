@@ -63,6 +63,8 @@ def _profile(person: str, t: datetime, attributes: list[dict], merged_into: str 
 
 
 ENVELOPES = [
+    # p-0 tags as an anonymous visitor, and is merged into p-1 later (the merge envelope below).
+    _env("p-0", "tag", "m-tag-0", T, ("tag_hit", _input("m-tag-0", T, "d0", name="team", value="Blues"))),
     _env("p-1", "tag", "m-tag", T, ("tag_hit", _input("m-tag", T, "d1", name="team", value="Reds"))),
     _env(
         "p-1",
@@ -134,8 +136,24 @@ ENVELOPES = [
 PROFILE_RECORDS = [
     _profile("p-1", T - timedelta(days=1), [_attr("plan", "string", "basic", T - timedelta(days=1))]),
     _profile("p-1", T, [_attr("plan", "string", "pro", T), _attr("usage", "number", "512.5", T)]),
-    _profile("p-2", T, [_attr("plan", "string", "free", T), _attr("usage", "number", "12", T)]),
-    _profile("p-3", T, [_attr("plan", "string", "free", T), _attr("beta", "boolean", "True", T)]),
+    _profile(
+        "p-2",
+        T,
+        [
+            _attr("plan", "string", "free", T),
+            _attr("usage", "number", "12", T),
+            _attr("score", "number", "n/a", T),
+        ],
+    ),
+    _profile(
+        "p-3",
+        T,
+        [
+            _attr("plan", "string", "free", T),
+            _attr("beta", "boolean", "True", T),
+            _attr("signup", "date", "2024-05-01T10:00:00+02:00", T),
+        ],
+    ),
     _profile("p-0", T, [_attr("plan", "string", "pro", T)], merged_into="p-1"),
 ]
 
@@ -179,7 +197,10 @@ ORACLE = {
     "pro-plan": ({"attribute": "plan", "equals": "pro"}, ["p-1"]),
     "heavy": ({"attribute": "usage", "gt": 500}, ["p-1"]),
     "beta": ({"attribute": "beta", "equals": True}, ["p-3"]),
+    "early": ({"attribute": "signup", "before": "2024-05-01T08:00:01Z"}, ["p-3"]),  # normalised to UTC
+    "unparsed": ({"attribute": "score", "equals": "n/a"}, ["p-2"]),  # not a number: stays text
     "reds": ({"tag": "team", "value": "Reds", "within": "1d"}, ["p-1"]),
+    "blues": ({"tag": "team", "value": "Blues", "within": "1d"}, ["p-1"]),  # p-0's, merged into p-1
     "buyers": (
         {"event": "Order Completed", "within": "1d", "sum": {"property": "revenue", "gte": 100}},
         ["p-2"],
@@ -229,7 +250,7 @@ def test_enriched_profiles_changes_and_messages_load_and_feed_the_oracle_and_the
 
     loader = loaders(TAGSTREAM_LOADER_SOURCE="enriched").wait_ready()
     tables = {
-        "tags": 1,
+        "tags": 2,
         "events": 2,
         "locations": 1,
         "message_events": 1,
@@ -279,8 +300,8 @@ def test_enriched_profiles_changes_and_messages_load_and_feed_the_oracle_and_the
     ) == [
         ["p-0", ["pro"], "p-1"],
         ["p-1", ["pro", "512.5"], None],
-        ["p-2", ["free", "12"], None],
-        ["p-3", ["free", "True"], None],
+        ["p-2", ["free", "12", "n/a"], None],
+        ["p-3", ["free", "True", "2024-05-01T10:00:00+02:00"], None],
     ]
     assert loader.query("SELECT message_id, channel, campaign_id, person_id FROM outbound_messages") == [
         ["o-1", "email", "c1", "p-1"]
@@ -289,11 +310,16 @@ def test_enriched_profiles_changes_and_messages_load_and_feed_the_oracle_and_the
     # The segmenter's SQL oracle over the loaded tables, through the views.
     now_ms = int(NOW.timestamp() * 1000)
     segments = parse({"segments": [{"id": sid, "condition": c} for sid, (c, _) in ORACLE.items()]})
-    members = {
-        s.id: [row[0] for row in loader.query(compile_segment(s, now_ms, SEGMENT_FACTS_DATABASE))]
-        for s in segments
-    }
-    assert members == {sid: expected for sid, (_, expected) in ORACLE.items()}
+
+    def members() -> dict[str, list[str]]:
+        return {
+            s.id: [row[0] for row in loader.query(compile_segment(s, now_ms, SEGMENT_FACTS_DATABASE))]
+            for s in segments
+        }
+
+    expected = {sid: persons for sid, (_, persons) in ORACLE.items()}
+    # The merge dictionary reloads every 1-5 s: p-0's tag counts for p-1 once it has.
+    wait_until(lambda: members() == expected, timeout=30, what="oracle members over the loaded data")
 
     # tagstream segments, with the loader running (through its API).
     definitions = tmp_path / "segments.yaml"
@@ -306,7 +332,7 @@ def test_enriched_profiles_changes_and_messages_load_and_feed_the_oracle_and_the
         {"segment": "never-used", "name": "", "members": 0},
         {"segment": "retired", "name": "(not defined)", "members": 1},
     ]
-    cli_env = {**env, "TAGSTREAM_SEGMENT_DEFINITIONS": str(definitions)}
+    cli_env = {**env, "TAGSTREAM_SEGMENTER_DEFINITIONS_FILE": str(definitions)}  # the segmenter's
     size = tagstream("segments", "size", "vip", env=cli_env)
     assert (size.returncode, size.stdout.strip()) == (0, "1")
     shown = tagstream("segments", "members", "vip", "--format", "csv", env=cli_env)

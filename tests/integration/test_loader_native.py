@@ -11,6 +11,8 @@ import pytest
 from services.common.clickhouse import connect
 from services.common.serde import Serde
 from services.loader import ddl
+from services.loader.batcher import Item
+from services.loader.enriched import ENRICHED_ROUTE
 from services.loader.rows import COLUMNS, ROUTES, SOURCE_COLUMNS
 from services.loader.sink import ClickHouseSink, Pending
 
@@ -73,7 +75,7 @@ def test_clickhouse_decoding_gives_the_python_paths_rows(sink, table):
     """Every column of every row, nulls and empty strings included, equals the Python conversion."""
     record_type = ROUTE[table].topic.record_type
     data = records(table)
-    items = [(100 + i, SERDE.encode(record_type, r)) for i, r in enumerate(data)]
+    items = [Item(100 + i, None, SERDE.encode(record_type, r)) for i, r in enumerate(data)]
     assert sink.load_avro(table, COLUMNS[table], record_type, "native", 0, items)
     pending = [Pending(200 + i, ROUTE[table].rows(r)) for i, r in enumerate(data)]
     assert sink.load(table, COLUMNS[table], "python", 0, pending) == []
@@ -86,7 +88,7 @@ def test_clickhouse_decoding_gives_the_python_paths_rows(sink, table):
 def test_a_replayed_batch_is_deduplicated_on_either_path(sink):
     """The same range again — fast path or Python path — adds nothing: the token is the range's."""
     data = records("tags", 10)
-    items = [(i, SERDE.encode("tag_hit", r)) for i, r in enumerate(data)]
+    items = [Item(i, None, SERDE.encode("tag_hit", r)) for i, r in enumerate(data)]
     assert sink.load_avro("tags", COLUMNS["tags"], "tag_hit", "t", 1, items)
     assert sink.load_avro("tags", COLUMNS["tags"], "tag_hit", "t", 1, items)
     pending = [Pending(i, ROUTE["tags"].rows(r)) for i, r in enumerate(data)]
@@ -97,15 +99,40 @@ def test_a_replayed_batch_is_deduplicated_on_either_path(sink):
 @pytest.mark.integration
 def test_batches_it_cannot_take_whole_are_left_to_the_python_path(sink):
     """Undecodable or corrupt values, another record type or no route SQL: False, nothing inserted."""
-    good = [(i, SERDE.encode("tag_hit", r)) for i, r in enumerate(records("tags", 5))]
-    corrupt = good[4][1][:-3] + b"\xff\xff\xff"
+    good = [Item(i, None, SERDE.encode("tag_hit", r)) for i, r in enumerate(records("tags", 5))]
+    corrupt = good[4].value[:-3] + b"\xff\xff\xff"
     cases = [
-        ("tags", "tag_hit", [*good[:4], (4, b"not avro at all")]),
-        ("tags", "tag_hit", [*good[:4], (4, corrupt)]),
+        ("tags", "tag_hit", [*good[:4], Item(4, None, b"not avro at all")]),
+        ("tags", "tag_hit", [*good[:4], Item(4, None, corrupt)]),
         ("tags", "event", good),  # tag_hit bytes on an event route
-        ("locations", "location", [(0, SERDE.encode("location", envelope(0) | {"kind": "gps"}))]),
+        ("locations", "location", [Item(0, None, SERDE.encode("location", envelope(0) | {"kind": "gps"}))]),
     ]
     for table, record_type, items in cases:
         assert not sink.load_avro(table, COLUMNS[table], record_type, "t", 0, items)
     assert sink.client.query("SELECT count() FROM tags").result_rows == [(0,)]
     assert sink.native_batches == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("table", ["tags", "events"])
+def test_enriched_originals_with_persons_give_the_python_paths_rows(sink, table):
+    """Originals inside enriched envelopes, framed with their person: the same rows as converting
+    the envelope in Python (enriched.py), person_id included."""
+    record_type = ROUTE[table].topic.record_type
+    data = records(table)
+    originals = [SERDE.encode(record_type, r) for r in data]
+    persons = [f"p-{i % 7}" for i in range(len(data))]
+    items = [Item(100 + i, None, original) for i, original in enumerate(originals)]
+    assert sink.load_avro(table, COLUMNS[table], record_type, "native", 0, items, persons)
+    kind = "tag" if table == "tags" else "event"
+    envelopes = [
+        {"message_id": r["message_id"], "person_id": person, "device_id": None, "event_time": r["event_time"],
+         "kind": kind, "record_type": record_type, "original": original, "details": {}}
+        for r, person, original in zip(data, persons, originals, strict=True)
+    ]  # fmt: skip
+    outputs = [ENRICHED_ROUTE.outputs(env, SERDE.decode)[table] for env in envelopes]
+    pending = [Pending(200 + i, rows_) for i, rows_ in enumerate(outputs)]
+    assert sink.load(table, COLUMNS[table], "python", 0, pending) == []
+    native = rows(sink, table, "native", 100)
+    assert [row[COLUMNS[table].index("person_id")] for row in native] == persons
+    assert native == rows(sink, table, "python", 200)

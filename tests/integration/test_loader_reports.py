@@ -82,13 +82,21 @@ LOCATIONS = [
     envelope(208, at(17, 9, 15), ALICE, kind="exit", region_id="store-1"),  # dwell 900 s
 ]
 
-# Loaded from `enriched`: frank's GPS-derived visit of store-3, a dwell between enter and exit.
+# Loaded from `enriched`: frank's GPS-derived visit of store-3 (a dwell between enter and exit),
+# then, after he was merged into p-frank2, a second visit under his surviving id.
 GEOFENCE = [
-    {"message_id": f"g{n}", "person_id": "p-frank", "device_id": None, "event_time": when, "kind": kind,
+    {"message_id": f"g{n}", "person_id": person, "device_id": None, "event_time": when, "kind": kind,
      "details": {"region_id": "store-3", "region_kind": "geofence", "reported_by": "gps"}}
-    for n, (when, kind) in enumerate([(at(18, 10), "geofence_entered"), (at(18, 10, 6), "geofence_dwelled"),
-                                      (at(18, 10, 20), "geofence_exited")])  # dwell 1200 s
+    for n, (person, when, kind) in enumerate([
+        ("p-frank", at(18, 10), "geofence_entered"),
+        ("p-frank", at(18, 10, 6), "geofence_dwelled"),
+        ("p-frank", at(18, 10, 20), "geofence_exited"),  # dwell 1200 s
+        ("p-frank2", at(18, 11), "geofence_entered"),
+        ("p-frank2", at(18, 11, 10), "geofence_exited"),  # dwell 600 s
+    ])
 ]  # fmt: skip
+MERGE = {"message_id": "mg", "person_id": "p-frank2", "device_id": None, "event_time": at(18, 10, 30),
+         "kind": "merge", "details": {"merged_from": "p-frank"}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +119,9 @@ def client(tmp_path_factory):
     assert (
         sink.load("geofence_transitions", COLUMNS["geofence_transitions"], "fixture-enriched", 0, rows) == []
     )
+    merge = [Pending(0, ENRICHED_ROUTE.outputs(MERGE, None)["identity_merges"])]
+    assert sink.load("identity_merges", COLUMNS["identity_merges"], "fixture-merges", 0, merge) == []
+    client.command("SYSTEM RELOAD DICTIONARY person_merges")  # it reloads every 1-5 s by itself
     yield client
     client.close()
 
@@ -198,7 +209,8 @@ class TestReports:
             ("2026-11-16", "store-1", 2, 2, 2, 1200.0),  # (1800 + 600) / 2
             ("2026-11-16", "store-2", 1, 0, 1, None),
             ("2026-11-17", "store-1", 1, 1, 1, 900.0),
-            ("2026-11-18", "store-3", 1, 1, 1, 1200.0),  # frank, from geofence_transitions
+            # frank twice, from geofence_transitions: before and after his merge, one visitor
+            ("2026-11-18", "store-3", 2, 2, 1, 900.0),
         ]
 
     def test_locations_with_an_app_filter_keep_only_app_stamped_visits(self, client):
