@@ -16,7 +16,7 @@ from typing import Any
 
 import faust
 
-from services.common.security import faust_broker_kwargs
+from services.common.faust_service import RAW, faust_app
 from services.common.serde import Serde
 from services.common.steps import SourcePosition
 from services.common.topics import (
@@ -46,32 +46,22 @@ def person_config(s: EnricherSettings) -> PersonConfig:
 
 
 def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) -> faust.App:
-    s.enricher_state_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = faust_app(
+        s,
         s.full_app_id,
-        broker=f"kafka://{s.bootstrap_servers}",
-        store="rocksdb://",  # faust picks the rocksdict driver (installed) over python-rocksdb
-        datadir=str(s.enricher_state_dir),
-        web_enabled=False,  # /metrics /healthz /readyz come from our HealthServer
-        key_serializer="raw",
-        value_serializer="raw",
-        broker_session_timeout=s.enricher_broker_session_timeout_s,
-        broker_heartbeat_interval=min(3.0, s.enricher_broker_session_timeout_s / 3),
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        topic_replication_factor=s.enricher_replication_factor,
-        **faust_broker_kwargs(s),
+        s.enricher_state_dir,
+        s.enricher_broker_session_timeout_s,
+        s.enricher_replication_factor,
     )
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    valid = app.topic(*(topic_name(t, s) for t in VALID_TOPICS), **raw)
+    valid = app.topic(*(topic_name(t, s) for t in VALID_TOPICS), **RAW)
     identity_topic = app.topic(
-        topic_name(ENRICHER_IDENTITY, s), partitions=ENRICHER_IDENTITY.partitions, **raw
+        topic_name(ENRICHER_IDENTITY, s), partitions=ENRICHER_IDENTITY.partitions, **RAW
     )
     outputs = {
-        "routed": app.topic(topic_name(ENRICHER_ROUTED, s), partitions=ENRICHER_ROUTED.partitions, **raw),
-        "enriched": app.topic(topic_name(ENRICHED, s), **raw),
-        "profiles": app.topic(topic_name(PROFILES, s), **raw),
-        "dead-letters": app.topic(topic_name(DEAD_LETTERS, s), **raw),
+        "routed": app.topic(topic_name(ENRICHER_ROUTED, s), partitions=ENRICHER_ROUTED.partitions, **RAW),
+        "enriched": app.topic(topic_name(ENRICHED, s), **RAW),
+        "profiles": app.topic(topic_name(PROFILES, s), **RAW),
+        "dead-letters": app.topic(topic_name(DEAD_LETTERS, s), **RAW),
     }
     table_opts: dict[str, Any] = {"default": None}  # untyped tables: json in changelogs
     identity = app.Table("identity", partitions=ENRICHER_IDENTITY.partitions, **table_opts)

@@ -18,7 +18,7 @@ from typing import Any
 import faust
 
 from services.common.clickhouse import client_for
-from services.common.security import faust_broker_kwargs
+from services.common.faust_service import RAW, faust_app
 from services.common.serde import Serde
 from services.common.steps import SourcePosition
 from services.common.topics import DEAD_LETTERS, ENRICHED, SEGMENT_MEMBERSHIP, SEGMENTER_TICKS, topic_name
@@ -29,32 +29,22 @@ from services.segmenter.watch import Watcher
 
 
 def build_app(s: SegmenterSettings, on_ready: Callable[[], None] = lambda: None) -> faust.App:
-    s.segmenter_state_dir.mkdir(parents=True, exist_ok=True)
     watcher = Watcher(s.definitions_path)
     segments = watcher.initial()  # a bad file at start is an error: there is nothing to run with
-    app = faust.App(
+    app = faust_app(
+        s,
         s.full_app_id,
-        broker=f"kafka://{s.bootstrap_servers}",
-        store="rocksdb://",
-        datadir=str(s.segmenter_state_dir),
-        web_enabled=False,  # /metrics /healthz /readyz come from our HealthServer
-        key_serializer="raw",
-        value_serializer="raw",
-        broker_session_timeout=s.segmenter_broker_session_timeout_s,
-        broker_heartbeat_interval=min(3.0, s.segmenter_broker_session_timeout_s / 3),
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        topic_replication_factor=s.segmenter_replication_factor,
-        **faust_broker_kwargs(s),  # Kafka SASL/TLS (services/common/security.py)
+        s.segmenter_state_dir,
+        s.segmenter_broker_session_timeout_s,
+        s.segmenter_replication_factor,
     )
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
     enriched_name = topic_name(ENRICHED, s)
     ticks_name = topic_name(SEGMENTER_TICKS, s)
-    source = app.topic(enriched_name, ticks_name, **raw)
-    ticks = app.topic(ticks_name, partitions=SEGMENTER_TICKS.partitions, **raw)
+    source = app.topic(enriched_name, ticks_name, **RAW)
+    ticks = app.topic(ticks_name, partitions=SEGMENTER_TICKS.partitions, **RAW)
     outputs = {
-        "segment-membership": app.topic(topic_name(SEGMENT_MEMBERSHIP, s), **raw),
-        "dead-letters": app.topic(topic_name(DEAD_LETTERS, s), **raw),
+        "segment-membership": app.topic(topic_name(SEGMENT_MEMBERSHIP, s), **RAW),
+        "dead-letters": app.topic(topic_name(DEAD_LETTERS, s), **RAW),
     }
     persons = app.Table("persons", partitions=ENRICHED.partitions, default=None)  # json in the changelog
     connect = (lambda: client_for(s)) if s.clickhouse_url else None

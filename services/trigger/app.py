@@ -25,8 +25,8 @@ from typing import Any
 
 import faust
 
+from services.common.faust_service import RAW, faust_app
 from services.common.logs import get_logger
-from services.common.security import faust_broker_kwargs
 from services.common.serde import Serde
 from services.common.steps import SourcePosition
 from services.common.topics import (
@@ -75,32 +75,22 @@ class Campaigns:
 
 
 def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -> faust.App:
-    s.trigger_state_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    # at_least_once (faust's default): its exactly_once fences the timer's tick sends and
+    # cannot produce to topics it does not consume (docs/campaigns.md, "Exactly once").
+    app = faust_app(
+        s,
         s.full_app_id,
-        broker=f"kafka://{s.bootstrap_servers}",
-        store="rocksdb://",
-        datadir=str(s.trigger_state_dir),
-        web_enabled=False,  # /metrics /healthz /readyz come from our HealthServer
-        key_serializer="raw",
-        value_serializer="raw",
-        broker_session_timeout=s.trigger_broker_session_timeout_s,
-        broker_heartbeat_interval=min(3.0, s.trigger_broker_session_timeout_s / 3),
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        topic_replication_factor=s.trigger_replication_factor,
-        **faust_broker_kwargs(s),  # Kafka SASL/TLS (services/common/security.py)
-        # at_least_once (faust's default): its exactly_once fences the timer's tick sends and
-        # cannot produce to topics it does not consume (docs/campaigns.md, "Exactly once").
+        s.trigger_state_dir,
+        s.trigger_broker_session_timeout_s,
+        s.trigger_replication_factor,
     )
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
     names = {
         spec.name: topic_name(spec, s) for spec in (ENRICHED, SEGMENT_MEMBERSHIP, PROFILES, TRIGGER_TICKS)
     }
-    inputs = app.topic(*names.values(), **raw)
-    ticks = app.topic(names[TRIGGER_TICKS.name], partitions=TRIGGER_TICKS.partitions, **raw)
+    inputs = app.topic(*names.values(), **RAW)
+    ticks = app.topic(names[TRIGGER_TICKS.name], partitions=TRIGGER_TICKS.partitions, **RAW)
     outputs = {
-        spec.name: app.topic(topic_name(spec, s), **raw)
+        spec.name: app.topic(topic_name(spec, s), **RAW)
         for spec in (*OUTBOUND_TOPICS, DELIVERY_RECEIPTS, DEAD_LETTERS)
     }
     table_opts: dict[str, Any] = {"default": None, "partitions": ENRICHED.partitions}  # json in changelogs
