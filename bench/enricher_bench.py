@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -25,12 +23,12 @@ from confluent_kafka import KafkaException, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from services.common.broker import LocalBroker
+from bench.harness import bench_broker, produce, wait_for
 from services.common.kafka import ensure_topics, make_consumer, make_producer, make_reader, record_key
 from services.common.serde import Serde
 from services.common.settings import Settings
 from services.common.topics import ENRICHED, VALID_EVENTS, topic_name
-from tests.conftest import free_port, settings_env
+from tests.conftest import settings_env
 from tests.enricher_records import T0, event
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,19 +93,6 @@ def count(settings: Settings) -> int:
     return total
 
 
-def produce(settings: Settings, records: list[bytes], keys: list[bytes]) -> None:
-    producer = make_producer(settings)
-    name = topic_name(VALID_EVENTS, settings)
-    for key, value in zip(keys, records, strict=True):
-        while True:
-            try:
-                producer.produce(name, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.1)
-    producer.flush(60)
-
-
 def run_variant(name: str, base: Settings, n: int, devices: int, workdir: Path) -> float:
     s = base.model_copy(update={"topic_prefix": f"b{uuid.uuid4().hex[:8]}-", "data_dir": workdir / name})
     ensure_topics(s)
@@ -125,26 +110,18 @@ def run_variant(name: str, base: Settings, n: int, devices: int, workdir: Path) 
     with open(workdir / f"{name}.log", "wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=REPO)
     try:
-        produce(s, [serde.encode("event", r) for r in warm], [record_key(r) for r in warm])
-        _wait(lambda: count(s) >= len(warm) + extra, 180, f"{name} warm-up")
+        produce(s, VALID_EVENTS, [(record_key(r), serde.encode("event", r)) for r in warm])
+        wait_for(lambda: count(s) >= len(warm) + extra, 180, f"{name} warm-up")
         encoded = [serde.encode("event", r) for r in records]
         keys = [record_key(r) for r in records]
         started = time.perf_counter()
-        produce(s, encoded, keys)
+        produce(s, VALID_EVENTS, list(zip(keys, encoded, strict=True)))
         expected = len(warm) + extra + n + (devices if name == "enricher" else 0)
-        _wait(lambda: count(s) >= expected, 600, f"{name} run")
+        wait_for(lambda: count(s) >= expected, 600, f"{name} run")
         return n / (time.perf_counter() - started)
     finally:
         proc.terminate()
         proc.wait(60)
-
-
-def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out: {what}")
-        time.sleep(0.2)
 
 
 def main() -> None:
@@ -158,26 +135,11 @@ def main() -> None:
         return faust_passthrough()
     if args.child == "confluent":
         return confluent_passthrough()
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        broker = None
-        if os.environ.get("TAGSTREAM_KAFKA_BOOTSTRAP"):
-            base = Settings()
-        else:
-            base = Settings(
-                data_dir=workdir / "broker", kafka_port=free_port(), kafka_controller_port=free_port()
-            )
-            broker = LocalBroker(base)
-            broker.start()
-            base = base.model_copy(update={"kafka_bootstrap": base.bootstrap_servers})
-        try:
-            rates = {
-                name: run_variant(name, base, args.records, args.devices, workdir)
-                for name in ("confluent", "faust", "enricher")
-            }
-        finally:
-            if broker:
-                broker.stop()
+    with bench_broker() as (base, workdir):
+        rates = {
+            name: run_variant(name, base, args.records, args.devices, workdir)
+            for name in ("confluent", "faust", "enricher")
+        }
     print(f"{args.records} events, {args.devices} devices, same broker, same run")
     print(f"enricher / bare faust passthrough:     {rates['enricher'] / rates['faust']:.2f}")
     print(f"enricher / bare confluent passthrough: {rates['enricher'] / rates['confluent']:.2f}")
