@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+from mode.utils.times import want_seconds
 
+from services.common.kafka import make_admin
 from services.common.logs import configure_logging, get_logger
 from services.common.runtime import HealthServer
 from services.common.security import faust_broker_kwargs
@@ -45,6 +50,61 @@ def faust_app(
         **faust_broker_kwargs(s),  # Kafka SASL/TLS (services/common/security.py)
         **extra,
     )
+
+
+def changelog_topics(app: faust.App) -> list[NewTopic]:
+    """The changelog topics of the app's tables, as faust would declare them."""
+    topics = []
+    for table in app.tables.values():
+        changelog = table.changelog_topic
+        policies = (("compact", changelog.compacting), ("delete", changelog.deleting))
+        policy = ",".join(name for name, on in policies if on)
+        config = {"cleanup.policy": policy or "delete"}
+        if changelog.retention:
+            config["retention.ms"] = str(int(want_seconds(changelog.retention) * 1000))
+        topics.append(
+            NewTopic(
+                changelog.get_topic_name(),
+                num_partitions=changelog.partitions or app.conf.topic_partitions,
+                replication_factor=app.conf.topic_replication_factor,
+                config=config,
+            )
+        )
+    return topics
+
+
+def _partition_count(admin: AdminClient, name: str) -> int:
+    return len(admin.list_topics(name, timeout=10).topics[name].partitions)
+
+
+def ensure_changelog_topics(app: faust.App, settings: Settings) -> list[str]:
+    """Create missing changelog topics before the worker starts; the names created.
+
+    Faust creates them itself at start, but after its consumer fetched metadata: until the next
+    metadata refresh (5 minutes) every table write fails with ``PartitionsMismatch`` ("changelog
+    topic has 0 partitions") and the agent crash-loops. Topics that exist before the consumer
+    starts are in its first metadata.
+    """
+    admin = make_admin(settings)
+    existing = admin.list_topics(timeout=30).topics
+    missing = [t for t in changelog_topics(app) if t.topic not in existing]
+    if not missing:
+        return []
+    for future in admin.create_topics(missing, operation_timeout=30).values():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another replica raced us: fine
+                raise
+    # A created topic shows 0 partitions in metadata for a moment: the very state that makes
+    # faust crash-loop. Wait until the broker reports every partition.
+    deadline = time.monotonic() + 30
+    for topic in missing:
+        while _partition_count(admin, topic.topic) < topic.num_partitions:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"changelog topic {topic.topic} has no partitions after 30 s")
+            time.sleep(0.1)  # the controller is propagating the new topic
+    return [t.topic for t in missing]
 
 
 def _json_logging(service: str, level: str) -> dict[str, object]:
@@ -77,6 +137,9 @@ def run_worker(
     ).start()
     log.info(f"{service} starting", extra={"app_id": settings.full_app_id, "health_port": health.port})
     app = build_app(settings, started.set)
+    created = ensure_changelog_topics(app, settings)
+    if created:
+        log.info("changelog topics created", extra={"topics": created})
     level = "warn" if logging.getLogger().level >= logging.WARNING else "info"
     worker = faust.Worker(
         app,
