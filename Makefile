@@ -26,10 +26,13 @@ lint: $(STAMP)
 test: jars lint
 	$(BIN)/pytest
 
-# The demo flushes the loader every 5 s (default 60 s), gives the collector a write key and the
-# enricher the generator's geofences (config/geofences.example.json), so GPS walks become visits.
+# The demo flushes the loader every 5 s (default 60 s), gives the collector a write key, the
+# enricher the generator's geofences (config/geofences.example.json), so GPS walks become visits,
+# and the segmenter and trigger segments and campaigns that name what the generator produces.
 DEMO_ENV := TAGSTREAM_LOADER_FLUSH_SECONDS=5 TAGSTREAM_COLLECTOR_WRITE_KEYS=demo-key=demo \
-	TAGSTREAM_ENRICHER_GEOFENCE_FILE=$(CURDIR)/config/geofences.example.json
+	TAGSTREAM_ENRICHER_GEOFENCE_FILE=$(CURDIR)/config/geofences.example.json \
+	TAGSTREAM_SEGMENTER_DEFINITIONS_FILE=$(CURDIR)/config/demo/segments.yaml \
+	TAGSTREAM_TRIGGER_CAMPAIGNS_FILE=$(CURDIR)/config/demo/campaigns.yaml
 
 # Benchmarks: every stage against its baseline in one run (bench/run.py); results in bench/results/.
 BENCH_STAMP := $(VENV)/.bench-installed

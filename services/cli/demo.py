@@ -75,6 +75,18 @@ def _collector_calls(settings: Settings, say: Callable[[str], object]) -> int:
     return sent
 
 
+def _analytics(settings: Settings, deadline: float) -> Any:
+    """Queries go through the loader's API in embedded mode: the loader owns the chDB data dir, and
+    a second process opening it would fail on its lock. A loader still starting has no API yet."""
+    from services.loader.analytics import Analytics, running_loader_url
+
+    while not settings.clickhouse_url and running_loader_url(settings) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the loader's analytics API did not come up (tagstream stack status)")
+        time.sleep(1.0)  # polling for a human watching; not a readiness check
+    return Analytics(settings)
+
+
 def _loaded(analytics: Any) -> dict[str, int]:
     counts = {}
     for topic, table in TABLE_FOR_TOPIC.items():
@@ -82,11 +94,43 @@ def _loaded(analytics: Any) -> dict[str, int]:
     return counts
 
 
+def _wait_caught_up(settings: Settings, console: Console, deadline: float) -> None:
+    """Until every service group has processed all it was given, twice in a row: a segment change
+    or a message is produced only after its input is processed, so one pass can reveal new work."""
+    from services.common.lag import pipeline_lag
+
+    settled = 0
+    with progress_bar(console, "   lag") as progress:
+        task = progress.add_task("lag", total=None)
+        while settled < 2:
+            lags = pipeline_lag(settings)
+            behind = sum(lags.values())
+            progress.update(task, description=f"   records behind: {behind}")
+            settled = settled + 1 if behind == 0 else 0
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"services still behind: {lags}")
+            time.sleep(1.0)  # polling for a human watching; not a readiness check
+
+
+def _show_segments_and_messages(analytics: Any, say: Callable[[str], object]) -> None:
+    from services.loader.membership import sizes_sql
+
+    say("6. segment sizes (tagstream segments list) and triggered messages")
+    for segment_id, members in analytics.query(sizes_sql()).rows:
+        say(f"   {segment_id:24} {members:6d} members")
+    rows = analytics.query(
+        "SELECT campaign_id, channel, count() FROM outbound_messages "
+        "GROUP BY campaign_id, channel ORDER BY campaign_id, channel"
+    ).rows
+    if not rows:
+        say("   no messages yet (campaigns: TAGSTREAM_TRIGGER_CAMPAIGNS_FILE)")
+    for campaign_id, channel, n in rows:
+        say(f"   {campaign_id:24} {channel:8} {n:6d} messages")
+
+
 def run_demo(
     settings: Settings, console: Console, persons: int = 200, seed: int = 7, timeout_s: float = 600
 ) -> None:
-    from services.loader.analytics import Analytics
-
     say = console.print
     now_ms = int(time.time() * 1000)
     items = PopulationGenerator(
@@ -109,10 +153,10 @@ def run_demo(
     _collector_calls(settings, say)
 
     say("3. waiting for the loader to have every valid record in ClickHouse")
-    analytics = Analytics(settings)
+    deadline = time.monotonic() + timeout_s
+    analytics = _analytics(settings, deadline)
     expected = summary["valid_unique_per_topic"]
     total = sum(expected.values())
-    deadline = time.monotonic() + timeout_s
     with progress_bar(console, "   loaded") as progress:
         task = progress.add_task("load", total=total)
         while True:
@@ -135,7 +179,11 @@ def run_demo(
     ).rows:
         say(f"   {reason:20} {n}")
 
-    say("5. reports (tagstream report NAME)")
+    say("5. waiting for every service to catch up (consumer-group lag, tagstream stack status)")
+    _wait_caught_up(settings, console, deadline)
+    _show_segments_and_messages(analytics, say)
+
+    say("7. reports (tagstream report NAME)")
     for name in ("tags", "campaigns", "locations"):
         result = analytics.report(name)
         say(f"   {name}: {', '.join(result.columns)}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
 
-from services.common.kafka import make_admin, make_reader, watermarks
+from services.common.kafka import client_config, make_reader, watermarks
 from services.common.settings import Settings
 from services.common.topics import SEGMENTER_TICKS, TRIGGER_TICKS, topic_name
 
@@ -21,14 +22,20 @@ TOOL_GROUP_PREFIX = "tagstream-reader-"
 VERIFY_GAP = 1000
 
 
+def _admin(settings: Settings) -> AdminClient:
+    # log_level 4: librdkafka's info line about purged background events when a short-lived
+    # admin client is destroyed is noise in the demo's output.
+    return AdminClient({**client_config(settings), "log_level": 4})
+
+
 def service_groups(settings: Settings) -> list[str]:
-    admin = make_admin(settings)
+    admin = _admin(settings)
     listed = admin.list_consumer_groups(request_timeout=10).result()
     return sorted(g.group_id for g in listed.valid if not g.group_id.startswith(TOOL_GROUP_PREFIX))
 
 
 def _committed(settings: Settings, group: str) -> dict[str, dict[int, int]]:
-    admin = make_admin(settings)
+    admin = _admin(settings)
     request = [ConsumerGroupTopicPartitions(group)]
     result = admin.list_consumer_group_offsets(request)[group].result()
     offsets: dict[str, dict[int, int]] = defaultdict(dict)

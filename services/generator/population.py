@@ -143,7 +143,7 @@ class PopulationGenerator:
             {"name": "plan", "type": "string", "value": self.rng.choice(cat.PLANS), "scope": "person"},
             {"name": "city", "type": "string", "value": self.rng.choice(cat.CITIES), "scope": "person"},
             {"name": "signup_date", "type": "date", "value": _date(signup), "scope": "person"},
-            {"name": "phone", "type": "string", "value": person.phone, "scope": "person"},
+            {"name": "phone_number", "type": "string", "value": person.phone, "scope": "person"},
         ]
         device_info = {
             "platform": device.platform,
