@@ -198,8 +198,10 @@ class IngestService:
         metrics.DEDUPE_ENTRIES.set(self.dedupe.size())
         try:
             for tp in self.consumer.position(self.consumer.assignment()):
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
-                if tp.offset >= 0:
+                # The high watermark the last fetch brought: asking the broker per partition
+                # (cached=False) stalled the record loop for a round trip per partition.
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
                     metrics.CONSUMER_LAG.labels(self.bare[tp.topic], tp.partition).set(
                         max(0, high - tp.offset)
                     )
