@@ -169,13 +169,15 @@ def measure(
         counter.close()
 
 
-def passthrough(source: TopicSpec, sink: TopicSpec, transactional: bool = False) -> Variant:
+def passthrough(
+    source: TopicSpec, sink: TopicSpec, transactional: bool = False, batch_size: int = 1000
+) -> Variant:
     name = "passthrough-txn" if transactional else "passthrough"
-    argv = [sys.executable, str(Path(__file__)), source.name, sink.name]
+    argv = [sys.executable, str(Path(__file__)), source.name, sink.name, str(batch_size)]
     return Variant(name, argv + (["--transactional"] if transactional else []), source, sink)
 
 
-def run_passthrough(source: str, sink: str, transactional: bool) -> None:
+def run_passthrough(source: str, sink: str, transactional: bool, batch_size: int = 1000) -> None:
     """A bare confluent-kafka loop: consume a batch, produce it unchanged, commit after delivery
     (or, transactional, in one transaction with the offsets, as ingest does)."""
     s = Settings()
@@ -188,8 +190,9 @@ def run_passthrough(source: str, sink: str, transactional: bool) -> None:
     consumer.subscribe([topic_name(spec_for(source, s), s)])
     out = topic_name(spec_for(sink, s), s)
     while True:
-        # The same batch size and wait as ingest's defaults, so only the work per record differs.
-        batch = [m for m in consumer.consume(1000, timeout=0.2) if not m.error()]
+        # The same batch size and wait as the stage's (ingest's defaults unless told), so only the
+        # work per record differs.
+        batch = [m for m in consumer.consume(batch_size, timeout=0.2) if not m.error()]
         if not batch:
             continue
         if transactional:
@@ -214,5 +217,5 @@ def write_result(path: Path | None, result: dict[str, Any]) -> None:
         path.write_text(json.dumps(result, indent=2) + "\n")
 
 
-if __name__ == "__main__":  # the passthrough child: harness.py SOURCE SINK [--transactional]
-    run_passthrough(sys.argv[1], sys.argv[2], "--transactional" in sys.argv[3:])
+if __name__ == "__main__":  # the passthrough child: harness.py SOURCE SINK BATCH_SIZE [--transactional]
+    run_passthrough(sys.argv[1], sys.argv[2], "--transactional" in sys.argv[4:], int(sys.argv[3]))

@@ -36,7 +36,9 @@ class SchemaVersion:
 
 def _load(path: Path, record_type: str, current: bool) -> SchemaVersion:
     raw = json.loads(path.read_text())
-    parsed = parse_schema(raw, _write_hint=False, _force=True)
+    # Keep fastavro's "parsed" marker: without it every schemaless_reader/writer call parses the
+    # schema again, which cost more than the Avro body itself.
+    parsed = parse_schema(raw, _force=True)
     canonical = to_parsing_canonical_form(parsed)
     return SchemaVersion(
         record_type=record_type,

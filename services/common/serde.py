@@ -103,7 +103,9 @@ class Serde:
         reader = self.catalogue.current(record_type)
         try:
             stream = io.BytesIO(body)
-            record = schemaless_reader(stream, writer_schema, reader.parsed)
+            # Same schema: no resolution step (fastavro would compare the two dicts per record).
+            resolve = None if writer_schema is reader.parsed else reader.parsed
+            record = schemaless_reader(stream, writer_schema, resolve)
         except Exception as exc:  # fastavro raises many types for corrupt bodies
             raise SerdeError(f"{record_type}: corrupt Avro body: {type(exc).__name__}: {exc}") from None
         if stream.tell() != len(body):
@@ -159,7 +161,7 @@ class _Registry:
             try:
                 raw = json.loads(text)
                 full_name = f"{raw.get('namespace', '')}.{raw['name']}".lstrip(".")
-                parsed = parse_schema(raw, _write_hint=False, _force=True)
+                parsed = parse_schema(raw, _force=True)  # marked parsed: not re-parsed per record
             except Exception as exc:
                 raise SerdeError(f"schema id {schema_id} is not an Avro record schema: {exc}") from None
             record_type = catalogue.record_type_of(full_name)

@@ -25,10 +25,11 @@ from services.common.logs import configure_logging, get_logger
 from services.common.runtime import HealthServer, StopFlag
 from services.common.serde import Serde
 from services.common.steps import SourcePosition
-from services.common.topics import DEAD_LETTERS, INGEST_DEDUP, RAW_TOPICS, topic_name
+from services.common.topics import DEAD_LETTERS, INGEST_DEDUP, RAW_TOPICS, VALID_TOPIC_FOR_RAW, topic_name
 from services.ingest import metrics
 from services.ingest.dedupe import DedupeStore, marker_key
 from services.ingest.definitions import DefinitionsFileWatcher
+from services.ingest.metrics import BatchCounts
 from services.ingest.pipeline import Context, Duplicate, Refused, Valid, process
 from services.ingest.restore import read_markers
 from services.ingest.settings import DEFAULT_HEALTH_PORT, IngestSettings
@@ -57,6 +58,7 @@ class IngestService:
         self.bare = {topic_name(spec, settings): spec.name for spec in RAW_TOPICS}
         self.dedup_topic = topic_name(INGEST_DEDUP, settings)
         self.dead_letter_topic = topic_name(DEAD_LETTERS, settings)
+        self.valid_topics = {spec: topic_name(spec, settings) for spec in VALID_TOPIC_FOR_RAW.values()}
         self.serde = Serde(registry_url=settings.schema_registry_url)
         self.definitions = DefinitionsFileWatcher(
             settings.definitions_path, settings.ingest_definitions_reload_s
@@ -132,11 +134,14 @@ class IngestService:
     def _transact(self, batch: list[Message]) -> None:
         started = time.monotonic()
         passed: dict[tuple[str, int], list[str]] = {}
+        counts = BatchCounts()
         self.producer.begin_transaction()
         try:
             now_ms = int(time.time() * 1000)
+            marker = str(now_ms).encode()  # every marker of the batch carries the batch's time
             for message in batch:
-                self._handle(message, now_ms, passed)
+                self._handle(message, now_ms, marker, passed, counts)
+            self.producer.poll(0)  # delivery reports once per batch: the commit waits for them anyway
             self.producer.send_offsets_to_transaction(
                 _next_offsets(batch), self.consumer.consumer_group_metadata(), 30
             )
@@ -151,34 +156,39 @@ class IngestService:
             for tp in _first_offsets(batch):
                 self.consumer.seek(tp)
             return
+        counts.publish()
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         now = time.time()
         for message in batch:
             metrics.RECORD_LATENCY.observe(max(0.0, now - message.timestamp()[1] / 1000))
 
-    def _handle(self, message: Message, now_ms: int, passed: dict[tuple[str, int], list[str]]) -> None:
+    def _handle(
+        self,
+        message: Message,
+        now_ms: int,
+        marker: bytes,
+        passed: dict[tuple[str, int], list[str]],
+        counts: BatchCounts,
+    ) -> None:
         bare = self.bare[message.topic()]
-        metrics.RECORDS_IN.labels(bare).inc()
-        source = SourcePosition(bare, message.partition(), message.offset(), message.key(), message.value())
+        partition = message.partition()
+        counts.records_in[bare] += 1
+        source = SourcePosition(bare, partition, message.offset(), message.key(), message.value())
         outcome = process(source, bare, now_ms, self.ctx)
         if isinstance(outcome, Valid):
-            self.producer.produce(topic_name(outcome.output, self.settings), outcome.value, outcome.key)
+            self.producer.produce(self.valid_topics[outcome.output], outcome.value, outcome.key)
             self.producer.produce(
-                self.dedup_topic,
-                str(now_ms).encode(),
-                marker_key(bare, outcome.message_id),
-                partition=message.partition(),
+                self.dedup_topic, marker, marker_key(bare, outcome.message_id), partition=partition
             )
-            passed.setdefault((bare, message.partition()), []).append(outcome.message_id)
-            metrics.RECORDS_OUT.labels(outcome.output.name).inc()
+            passed.setdefault((bare, partition), []).append(outcome.message_id)
+            counts.records_out[outcome.output.name] += 1
         elif isinstance(outcome, Refused):
             letter = outcome.dead_letter
             value = self.serde.encode("dead_letter", letter, topic=self.dead_letter_topic, check=False)
             self.producer.produce(self.dead_letter_topic, value, letter["message_id"].encode())
-            metrics.DEAD_LETTERS.labels(letter["step"], letter["reason"]).inc()
+            counts.dead_letters[(letter["step"], letter["reason"])] += 1
         elif isinstance(outcome, Duplicate):
-            metrics.DEDUPLICATED.labels(bare).inc()
-        self.producer.poll(0)
+            counts.deduplicated[bare] += 1
 
     def _housekeeping(self) -> None:
         if time.monotonic() - self._last_lag_check < 10:
@@ -188,8 +198,10 @@ class IngestService:
         metrics.DEDUPE_ENTRIES.set(self.dedupe.size())
         try:
             for tp in self.consumer.position(self.consumer.assignment()):
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
-                if tp.offset >= 0:
+                # The high watermark the last fetch brought: asking the broker per partition
+                # (cached=False) stalled the record loop for a round trip per partition.
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
                     metrics.CONSUMER_LAG.labels(self.bare[tp.topic], tp.partition).set(
                         max(0, high - tp.offset)
                     )

@@ -1,5 +1,8 @@
 """ingest's Prometheus metrics (all in one place; latency buckets in seconds)."""
 
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RECORDS_IN = Counter("tagstream_ingest_records_in_total", "Raw records consumed", ["topic"])
@@ -24,3 +27,25 @@ TRANSACTION_ABORTS = Counter("tagstream_ingest_transaction_aborts_total", "Batch
 DECLARED_EVENTS = Gauge(
     "tagstream_ingest_declared_events", "Custom events declared in the loaded definitions file"
 )
+
+
+@dataclass
+class BatchCounts:
+    """A batch's record counts, published once its transaction committed: one labelled ``inc``
+    per batch instead of one per record (each takes a lock), and an aborted, replayed batch is
+    not counted twice."""
+
+    records_in: Tally[str] = field(default_factory=Tally)
+    records_out: Tally[str] = field(default_factory=Tally)
+    deduplicated: Tally[str] = field(default_factory=Tally)
+    dead_letters: Tally[tuple[str, str]] = field(default_factory=Tally)
+
+    def publish(self) -> None:
+        for topic, n in self.records_in.items():
+            RECORDS_IN.labels(topic).inc(n)
+        for topic, n in self.records_out.items():
+            RECORDS_OUT.labels(topic).inc(n)
+        for topic, n in self.deduplicated.items():
+            DEDUPLICATED.labels(topic).inc(n)
+        for (step, reason), n in self.dead_letters.items():
+            DEAD_LETTERS.labels(step, reason).inc(n)
