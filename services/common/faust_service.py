@@ -10,6 +10,7 @@ the producer, commits offsets and closes the tables.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -122,15 +123,42 @@ def _json_logging(service: str, level: str) -> dict[str, object]:
     }
 
 
+CLEAN_STOP = ".clean-stop"
+
+
+def drop_state_after_crash(state_dir: Path) -> bool:
+    """Empty ``state_dir`` unless the previous run stopped cleanly; whether it did so.
+
+    Faust writes a table row to the local RocksDB at once but sends its changelog record (and the
+    agent's output records) later: after a SIGKILL the local tables can be ahead of both, and a
+    replayed input record would then look applied while its outputs were never sent. Without the
+    local files the tables are rebuilt from the changelog, which is never ahead of the outputs
+    sent before it (docs/segments.md, "Recovery"). A clean stop flushes and commits first, so its
+    files are kept.
+    """
+    marker = state_dir / CLEAN_STOP
+    crashed = state_dir.exists() and any(state_dir.iterdir()) and not marker.exists()
+    if crashed:
+        shutil.rmtree(state_dir)
+    marker.unlink(missing_ok=True)
+    return crashed
+
+
 def run_worker(
     service: str,
     settings: Any,
     build_app: Callable[[Any, Callable[[], None]], faust.App],
     default_health_port: int,
+    state_dir: Path | None = None,
 ) -> int:
-    """``tagstream run <service>``: health server, the app, the faust worker until SIGTERM."""
+    """``tagstream run <service>``: health server, the app, the faust worker until SIGTERM.
+
+    ``state_dir``: the app's table files, dropped at start after an unclean stop
+    (:func:`drop_state_after_crash`)."""
     configure_logging(service, settings.log_level)
     log = get_logger(service)
+    if state_dir is not None and drop_state_after_crash(state_dir):
+        log.warning("unclean stop: local tables dropped, rebuilding them from the changelog")
     started = threading.Event()
     health = HealthServer(
         settings.health_host, settings.health_port_or(default_health_port), ready=started.is_set
@@ -148,11 +176,14 @@ def run_worker(
         redirect_stdouts=False,
         logging_config=_json_logging(service, settings.log_level),
     )
+    code = 0
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        return int(exc.code or 0)
+        code = int(exc.code or 0)
     finally:
         health.stop()
         log.info(f"{service} stopped")
-    return 0
+    if code == 0 and state_dir is not None:
+        (state_dir / CLEAN_STOP).touch()
+    return code

@@ -18,6 +18,7 @@ from typing import Any
 import faust
 
 from services.common.clickhouse import client_for
+from services.common.clock import Clock
 from services.common.faust_service import RAW, faust_app
 from services.common.serde import Serde
 from services.common.steps import SourcePosition
@@ -53,6 +54,7 @@ def build_app(s: SegmenterSettings, on_ready: Callable[[], None] = lambda: None)
         {name: topic.get_topic_name() for name, topic in outputs.items()},
         segments,
         seeder(connect, s.segmenter_clickhouse_database),
+        Clock(s.segmenter_clock_file).now_ms,
     )
 
     async def perform(outcome: Outcome) -> None:

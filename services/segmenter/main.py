@@ -14,4 +14,5 @@ DEFAULT_HEALTH_PORT = 9104  # /metrics /healthz /readyz unless TAGSTREAM_HEALTH_
 
 
 def run() -> int:
-    return run_worker("segmenter", SegmenterSettings(), build_app, DEFAULT_HEALTH_PORT)
+    settings = SegmenterSettings()
+    return run_worker("segmenter", settings, build_app, DEFAULT_HEALTH_PORT, settings.segmenter_state_dir)

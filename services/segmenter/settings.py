@@ -24,6 +24,10 @@ class SegmenterSettings(Settings):
     segmenter_tick_seconds: float = Field(
         default=1.0, description="How often time advances without facts (window exits fire on ticks)."
     )
+    segmenter_clock_file: Path | None = Field(
+        default=None,
+        description="TEST ONLY: a file holding epoch milliseconds read as 'now' (unset: the wall clock).",
+    )
     segmenter_broker_session_timeout_s: float = Field(
         default=10.0, description="Consumer group session timeout: how fast a killed instance is replaced."
     )

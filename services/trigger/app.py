@@ -25,6 +25,7 @@ from typing import Any
 
 import faust
 
+from services.common.clock import Clock
 from services.common.faust_service import RAW, faust_app
 from services.common.logs import get_logger
 from services.common.serde import Serde
@@ -40,7 +41,6 @@ from services.common.topics import (
     topic_name,
 )
 from services.trigger import metrics
-from services.trigger.clock import Clock
 from services.trigger.core import Context
 from services.trigger.definitions import CampaignSet, reload_campaigns
 from services.trigger.due import DueIndex

@@ -7,15 +7,17 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from services.common.kafka import make_producer, make_reader
+from services.common.kafka import make_consumer, make_producer, make_reader, watermarks
 from services.common.serde import Serde
 from services.common.settings import Settings
-from services.common.topics import DEAD_LETTERS, ENRICHED, SEGMENT_MEMBERSHIP, topic_name
+from services.common.topics import DEAD_LETTERS, ENRICHED, SEGMENT_MEMBERSHIP, TopicSpec, topic_name
 from tests.conftest import settings_env
 from tests.helpers import wait_until
 
@@ -120,3 +122,54 @@ class Topics:
 
     def close(self) -> None:
         self.reader.close()
+
+
+def committed(settings: Settings, group: str, spec: TopicSpec) -> list[int]:
+    """Offsets ``group`` committed on ``spec``'s topic, per partition (-1: none yet)."""
+    name = topic_name(spec, settings)
+    consumer = make_consumer(settings, group)
+    try:
+        parts = [TopicPartition(name, p) for p in range(spec.partitions)]
+        return [tp.offset if tp.offset >= 0 else -1 for tp in consumer.committed(parts, timeout=10)]
+    finally:
+        consumer.close()
+
+
+def ends(settings: Settings, spec: TopicSpec) -> list[int]:
+    """High watermarks of ``spec``'s topic, per partition."""
+    name = topic_name(spec, settings)
+    reader = make_reader(settings)
+    try:
+        return [watermarks(reader, TopicPartition(name, p))[1] for p in range(spec.partitions)]
+    finally:
+        reader.close()
+
+
+def memberships(settings: Settings) -> dict[str, set[str]]:
+    """Current members per segment from the whole ``segment-membership`` topic: the last change of
+    each (person, segment) in offset order (a person's changes share a partition), so changes
+    repeated by a replay after a crash count once."""
+    name = topic_name(SEGMENT_MEMBERSHIP, settings)
+    serde, reader = Serde(), make_reader(settings)
+    latest: dict[tuple[str, str], str] = {}
+    try:
+        high = dict(enumerate(ends(settings, SEGMENT_MEMBERSHIP)))
+        reader.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p, end in high.items() if end > 0])
+        left = {p for p, end in high.items() if end > 0}
+        deadline = time.monotonic() + 60
+        while left and time.monotonic() < deadline:
+            for message in reader.consume(1000, timeout=0.5):
+                if message.error():
+                    continue
+                change = serde.decode(message.value())[1]
+                latest[(change["person_id"], change["segment_id"])] = change["change"]
+                if message.offset() + 1 >= high[message.partition()]:
+                    left.discard(message.partition())
+        assert not left, f"segment-membership partitions {left} not read to their end"
+    finally:
+        reader.close()
+    members: dict[str, set[str]] = {}
+    for (person, segment), change in latest.items():
+        if change == "entered":
+            members.setdefault(segment, set()).add(person)
+    return members

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.trigger.clock import Clock
+from services.common.clock import Clock
 from services.trigger.due import DueIndex
 
 

@@ -1,18 +1,17 @@
-"""The trigger's notion of "now": the wall clock, or (tests only) a file holding epoch milliseconds.
+"""A service's notion of "now": the wall clock, or (tests only) a file holding epoch milliseconds.
 
-``TAGSTREAM_TRIGGER_CLOCK_FILE`` exists so integration tests can release a delayed send by
-writing a later time instead of waiting an hour. Never set it in production: time stands still
-while the file does not change.
+``TAGSTREAM_TRIGGER_CLOCK_FILE`` and ``TAGSTREAM_SEGMENTER_CLOCK_FILE`` exist so integration tests
+can release a delayed send, or close a 30-day window, by writing a later time instead of waiting,
+and can compare a service's output with a recomputation at exactly the time it used. Never set
+them in production: time stands still while the file does not change.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-
-from services.trigger.state import from_ms
 
 
 class Clock:
@@ -28,4 +27,4 @@ class Clock:
         return self._last if self._last is not None else int(time.time() * 1000)
 
     def now(self) -> datetime:
-        return from_ms(self.now_ms())
+        return datetime.fromtimestamp(self.now_ms() / 1000, tz=UTC)
