@@ -116,3 +116,68 @@ class TestStages:
                 ("send profiles", ""),
             ]
         )
+
+
+def _routed_envelope(p: Pipeline, record_type: str, record: dict[str, Any]) -> bytes:
+    """What stage 1 routes for ``record`` (state of the identity table applied)."""
+    source = SourcePosition("enricher.identity", 0, 10_000, b"k", SERDE.encode(record_type, record))
+    outcome = p.stages.identity(p.identity, source)
+    p.identity.update(outcome.writes)
+    return outcome.sends[-1].value
+
+
+class TestCrashBetweenStateAndOutputs:
+    """The state write reached its changelog, the outputs did not: the replay must send them."""
+
+    def test_the_replay_of_the_applied_position_sends_the_same_outputs_and_writes_nothing(self):
+        p = Pipeline()
+        p.feed("event", event("e1", T0, install_id="d1"))
+        value = _routed_envelope(p, "event", event("e2", T0 + 3_600_000, install_id="d1"))
+        source = SourcePosition("routed", 0, 500, b"p", value)
+        first = p.stages.person(p.persons, source)
+        p.persons.update(first.writes)  # the crash: the state is kept, the sends are lost
+        replay = p.stages.person(p.persons, source)
+        assert replay.writes == {}
+        assert [s.value for s in replay.sends] == [s.value for s in first.sends]
+        kinds = [SERDE.decode(s.value)[1].get("kind") for s in replay.sends if s.output == "enriched"]
+        assert kinds == ["session_end", "session_start", "event"]
+        profile = SERDE.decode(replay.sends[-1].value)[1]
+        assert profile["session_count"] == 2  # the effect is in the state once, not re-applied
+
+    def test_a_copy_at_another_position_is_skipped(self):
+        """An ingest or hop duplicate arrives at a new offset: its outputs already went out."""
+        p = Pipeline()
+        value = _routed_envelope(p, "tag_hit", tag("t1", T0, "vip", install_id="d1"))
+        first = p.stages.person(p.persons, SourcePosition("routed", 0, 7, b"p", value))
+        p.persons.update(first.writes)
+        copy = p.stages.person(p.persons, SourcePosition("routed", 0, 8, b"p", value))
+        assert copy.sends == [] and copy.writes == {}
+
+    def test_a_merge_hand_over_is_sent_again_after_a_crash(self):
+        """The anonymous person marked itself merged but its absorb never left: the replay sends it."""
+        p = Pipeline()
+        p.feed("event", event("e1", T0, "personalize", install_id="d1", external_user_id="u1"))
+        p.feed("tag_hit", tag("t1", T0 + 1, "browsed", "shoes", install_id="d2"))
+        login = SERDE.encode(
+            "event", event("e2", T0 + 2, "personalize", install_id="d2", external_user_id="u1")
+        )
+        resolved = p.stages.identity(p.identity, SourcePosition("enricher.identity", 0, 900, b"k", login))
+        merge = next(s.value for s in resolved.sends if SERDE.decode(s.value)[1]["kind"] == "merge")
+        source = SourcePosition("routed", 0, 901, b"p", merge)
+        first = p.stages.person(p.persons, source)
+        p.persons.update(first.writes)
+        replay = p.stages.person(p.persons, source)
+        assert [s.value for s in replay.sends] == [s.value for s in first.sends]
+        assert [s.output for s in replay.sends] == ["routed", "profiles"]
+
+    def test_the_outbox_forgets_committed_positions(self):
+        """Entries below the committed offset can never be replayed: only the live ones are kept."""
+        p = Pipeline()
+        for offset, name in enumerate(["a", "b", "c"]):
+            value = _routed_envelope(p, "tag_hit", tag(f"t-{name}", T0 + offset, name, install_id="d1"))
+            source = SourcePosition("routed", 0, offset, b"p", value)
+            outcome = p.stages.person(p.persons, source, committed=2)
+            p.persons.update(outcome.writes)
+        (state,) = p.persons.values()
+        assert [e["o"] for e in state["outbox"].values()] == [2]
+        assert state["seen"] == ["t-a", "t-b", "t-c"]  # duplicates are still recognised
