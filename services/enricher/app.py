@@ -91,7 +91,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
     @app.agent(identity_topic)
     async def resolve_identity(stream: Any) -> None:
         async for event in stream.events():
-            await perform(stages.identity(identity, _position(event)), identity)
+            await perform(stages.identity(identity, _position(event), _committed(app, event)), identity)
 
     crash_at = s.enricher_crash_after_state_write
 
@@ -120,7 +120,8 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
 
 def _committed(app: faust.App, event: Any) -> int | None:
     """The input partition's committed offset as faust last committed it (None before the first
-    commit): the person stage's outbox forgets entries below it. Faust keeps it privately."""
+    commit): no replay reaches below it, so the person outbox and the identity versions forget
+    what is older. Faust keeps it privately."""
     committed = getattr(app.consumer, "_committed_offset", {})
     return committed.get(event.message.tp)
 

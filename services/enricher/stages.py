@@ -19,7 +19,7 @@ from typing import Any
 from services.common.logs import get_logger
 from services.common.serde import Serde, SerdeError
 from services.common.steps import Rejection, SourcePosition, dead_letter
-from services.enricher import metrics, outbox
+from services.enricher import metrics, outbox, versions
 from services.enricher import profile as prof
 from services.enricher.identity import resolve
 from services.enricher.person import Output, PersonConfig, apply
@@ -49,21 +49,28 @@ class Stages:
     ) -> None:
         self.serde, self.cfg, self.policy, self.topics = serde, cfg, conflict_policy, topics
 
-    def identity(self, table: Mapping[str, Any], source: SourcePosition) -> Outcome:
-        """Stage 1: resolve the record's person; route it (and any merge) keyed by person id."""
+    def identity(
+        self, table: Mapping[str, Any], source: SourcePosition, committed: int | None = None
+    ) -> Outcome:
+        """Stage 1: resolve the record's person; route it (and any merge) keyed by person id.
+
+        It reads the table as it was before this offset (``versions.py``), so a replay after a
+        crash resolves, writes and routes exactly as the first time."""
         started = time.perf_counter()
         try:
             record_type, record = self.serde.decode(source.value)
         except SerdeError as exc:
             return self._reject("decode", Rejection("undecodable", str(exc)), source, None)
         try:
-            result = resolve(record_type, record, source.value, table, self.policy)
+            as_of = versions.AsOf(table, source.offset)
+            result = resolve(record_type, record, source.value, as_of, self.policy)
         except Exception as exc:  # a bug must not stop the partition: park the record, say why
             log.exception("resolve failed", extra={"offset": source.offset})
             return self._reject("resolve", Rejection("internal_error", type(exc).__name__), source, None)
         if result.rejection is not None:
             return self._reject("resolve", result.rejection, source, record.get("message_id"))
-        outcome = Outcome(writes=result.writes)
+        writes = versions.stamp(table, result.writes, source.offset, committed)
+        outcome = Outcome(writes=writes, message_ids=(record["message_id"],))
         for env in result.routed:
             if env["kind"] == "merge":
                 metrics.MERGES.labels("identity").inc()

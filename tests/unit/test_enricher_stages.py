@@ -120,7 +120,8 @@ class TestStages:
 
 def _routed_envelope(p: Pipeline, record_type: str, record: dict[str, Any]) -> bytes:
     """What stage 1 routes for ``record`` (state of the identity table applied)."""
-    source = SourcePosition("enricher.identity", 0, 10_000, b"k", SERDE.encode(record_type, record))
+    p.offset += 1
+    source = SourcePosition("enricher.identity", 0, p.offset, b"k", SERDE.encode(record_type, record))
     outcome = p.stages.identity(p.identity, source)
     p.identity.update(outcome.writes)
     return outcome.sends[-1].value
@@ -181,3 +182,48 @@ class TestCrashBetweenStateAndOutputs:
         (state,) = p.persons.values()
         assert [e["o"] for e in state["outbox"].values()] == [2]
         assert state["seen"] == ["t-a", "t-b", "t-c"]  # duplicates are still recognised
+
+    def test_the_identity_stage_replays_a_window_exactly_as_it_first_resolved_it(self):
+        """A tag of an anonymous device, then its login into a known person; both writes kept, both
+        routings lost. The replay routes the tag to the anonymous person again and sends the merge."""
+        p = Pipeline()
+        p.feed("event", event("e1", T0, "personalize", install_id="d1", external_user_id="u1"))
+        window = [
+            SourcePosition(
+                "enricher.identity",
+                0,
+                100,
+                b"k",
+                SERDE.encode("tag_hit", tag("t1", T0 + 1, "x", install_id="d2")),
+            ),
+            SourcePosition(
+                "enricher.identity",
+                0,
+                101,
+                b"k",
+                SERDE.encode(
+                    "event", event("e2", T0 + 2, "personalize", install_id="d2", external_user_id="u1")
+                ),
+            ),
+        ]
+        first = []
+        for source in window:
+            outcome = p.stages.identity(p.identity, source)
+            p.identity.update(outcome.writes)  # the crash: the state is kept, the sends are lost
+            first.append(outcome)
+        replay = [p.stages.identity(p.identity, source) for source in window]
+        assert [[s.value for s in o.sends] for o in replay] == [[s.value for s in o.sends] for o in first]
+        kinds = [SERDE.decode(s.value)[1]["kind"] for s in replay[1].sends]
+        assert kinds == ["merge", "event"]
+        assert replay[1].writes == first[1].writes  # the same final values, written again
+
+    def test_the_identity_table_keeps_a_bounded_history(self):
+        """Versions below the committed offset are dropped but the newest of them (what a replay
+        of the committed offset reads)."""
+        p = Pipeline()
+        for offset, kind in [(1, "custom"), (2, "personalize"), (3, "depersonalize"), (4, "personalize")]:
+            record = event(f"e{offset}", T0 + offset, kind, install_id="d1", external_user_id="u1")
+            source = SourcePosition("enricher.identity", 0, offset, b"k", SERDE.encode("event", record))
+            p.identity.update(p.stages.identity(p.identity, source, committed=3).writes)
+        device = p.identity["device:install_id:d1"]
+        assert device["@o"] == 4 and [o for o, _ in device["@h"]] == [3, 2]  # 1 is gone
