@@ -27,7 +27,7 @@ from bench.harness import bench_broker, produce, wait_for
 from services.common.kafka import ensure_topics, make_consumer, make_producer, make_reader, record_key
 from services.common.serde import Serde
 from services.common.settings import Settings
-from services.common.topics import ENRICHED, VALID_EVENTS, topic_name
+from services.common.topics import ENRICHED, VALID_EVENTS, TopicSpec, topic_name
 from tests.conftest import settings_env
 from tests.enricher_records import T0, event
 
@@ -78,9 +78,10 @@ def confluent_passthrough() -> None:
             consumer.commit(asynchronous=True)
 
 
-def count(settings: Settings) -> int:
+def count(settings: Settings, spec: TopicSpec = ENRICHED) -> int:
+    """Records on ``spec`` so far (high watermarks: offsets, whatever compaction removed)."""
     reader = make_reader(settings)
-    name = topic_name(ENRICHED, settings)
+    name = topic_name(spec, settings)
     total = 0
     try:
         for p in reader.list_topics(name, timeout=10).topics[name].partitions:

@@ -36,6 +36,8 @@ def stages(quick: bool) -> dict[str, list[str]]:
         "collector": [py, "bench/collector_bench.py", "--seconds", "3" if quick else "10"],
         "ingest": [py, "bench/ingest_bench.py", "--records", "5000" if quick else "20000"],
         "enricher": [py, "bench/enricher_bench.py", "--records", "3000" if quick else "20000"],
+        "enricher state": [py, "bench/enricher_state_bench.py", "--persons"]
+        + (["1000"] if quick else ["10000", "100000"]),
         "segmenter core": [py, "-m", "services.segmenter.bench", "--facts", "5000" if quick else "50000"],
         "loader": [py, "bench/loader_bench.py", "--rows", "20000" if quick else "200000"],
         "pipeline": [
@@ -100,6 +102,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {result['stage'] if i == 0 else ''} | {ratio} | {value:.2f} | {rates if i == 0 else ''} |"
             )
+        for name, value in result.get("bytes_per_person", {}).items():
+            lines.append(f"| | {name} bytes per person | {value:,} | |")
     return "\n".join(lines) + "\n"
 
 

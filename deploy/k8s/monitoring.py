@@ -403,6 +403,7 @@ def panels() -> list[dict]:
                 ("sum by (output) (rate(enricher_outputs_total[5m]))", "{{output}}"),
                 ("sum(rate(enricher_merges_total[5m]))", "merges"),
                 ("sum(rate(enricher_duplicates_total[5m]))", "replays skipped"),
+                ("sum(rate(enricher_reemitted_total[5m]))", "replays re-emitted"),
             ],
             "ops",
         ),

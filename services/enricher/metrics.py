@@ -10,6 +10,9 @@ DEAD_LETTERS = Counter(
     "enricher_dead_letters_total", "Records refused, by step and reason.", ["step", "reason"]
 )
 DUPLICATES = Counter("enricher_duplicates_total", "Replayed records skipped (already applied).", ["stage"])
+REEMITTED = Counter(
+    "enricher_reemitted_total", "Replays of an applied position: stored outputs sent again.", ["stage"]
+)
 MERGES = Counter("enricher_merges_total", "Persons merged into another.", ["stage"])
 LATENCY = Histogram(
     "enricher_record_seconds",

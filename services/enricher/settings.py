@@ -35,6 +35,10 @@ class EnricherSettings(Settings):
     enricher_replication_factor: int = Field(
         default=1, description="Replication of the changelog topics faust creates (3 on a real cluster)."
     )
+    enricher_crash_after_state_write: str = Field(
+        default="",
+        description="Test only: the person stage exits after this message's state write, before its outputs.",
+    )
 
     @property
     def enricher_state_dir(self) -> Path:

@@ -3,7 +3,9 @@ what to write. No faust here, so the whole path is testable with dict tables.
 
 The faust agents (``app.py``) perform a :class:`Outcome` in its order: every send first, then the
 table writes. Faust flushes the producer before committing the input offset, so a crash replays
-the record rather than losing its outputs (see docs/design.md, "Recovery and guarantees").
+the record. Sends and the changelog are different partitions, so the state write may survive a
+crash its outputs did not: the person stage then re-sends the outputs it kept in the person's
+outbox (``outbox.py``; docs/design.md, "Recovery and guarantees").
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from typing import Any
 from services.common.logs import get_logger
 from services.common.serde import Serde, SerdeError
 from services.common.steps import Rejection, SourcePosition, dead_letter
-from services.enricher import metrics
+from services.enricher import metrics, outbox, versions
+from services.enricher import profile as prof
 from services.enricher.identity import resolve
-from services.enricher.person import PersonConfig, apply
+from services.enricher.person import Output, PersonConfig, apply
 
 log = get_logger("enricher")
-SEEN_IDS = 512  # per person: message ids already applied (a replay after a crash is skipped)
+SEEN_IDS = 512  # per person: message ids already applied (a replay never applies twice)
 ENCODE_AS = {"routed": "enriched_event", "enriched": "enriched_event", "profiles": "profile"}
 
 
@@ -37,6 +40,7 @@ class Send:
 class Outcome:
     sends: list[Send] = field(default_factory=list)
     writes: dict[str, Any] = field(default_factory=dict)
+    message_ids: tuple[str, ...] = ()  # of the input, for logs and the test-only crash hook
 
 
 class Stages:
@@ -45,21 +49,28 @@ class Stages:
     ) -> None:
         self.serde, self.cfg, self.policy, self.topics = serde, cfg, conflict_policy, topics
 
-    def identity(self, table: Mapping[str, Any], source: SourcePosition) -> Outcome:
-        """Stage 1: resolve the record's person; route it (and any merge) keyed by person id."""
+    def identity(
+        self, table: Mapping[str, Any], source: SourcePosition, committed: int | None = None
+    ) -> Outcome:
+        """Stage 1: resolve the record's person; route it (and any merge) keyed by person id.
+
+        It reads the table as it was before this offset (``versions.py``), so a replay after a
+        crash resolves, writes and routes exactly as the first time."""
         started = time.perf_counter()
         try:
             record_type, record = self.serde.decode(source.value)
         except SerdeError as exc:
             return self._reject("decode", Rejection("undecodable", str(exc)), source, None)
         try:
-            result = resolve(record_type, record, source.value, table, self.policy)
+            as_of = versions.AsOf(table, source.offset)
+            result = resolve(record_type, record, source.value, as_of, self.policy)
         except Exception as exc:  # a bug must not stop the partition: park the record, say why
             log.exception("resolve failed", extra={"offset": source.offset})
             return self._reject("resolve", Rejection("internal_error", type(exc).__name__), source, None)
         if result.rejection is not None:
             return self._reject("resolve", result.rejection, source, record.get("message_id"))
-        outcome = Outcome(writes=result.writes)
+        writes = versions.stamp(table, result.writes, source.offset, committed)
+        outcome = Outcome(writes=writes, message_ids=(record["message_id"],))
         for env in result.routed:
             if env["kind"] == "merge":
                 metrics.MERGES.labels("identity").inc()
@@ -68,16 +79,21 @@ class Stages:
         metrics.LATENCY.labels("identity").observe(time.perf_counter() - started)
         return outcome
 
-    def person(self, table: Mapping[str, Any], source: SourcePosition) -> Outcome:
-        """Stage 2: apply the routed envelope to its person; emit enriched events and the profile."""
+    def person(
+        self, table: Mapping[str, Any], source: SourcePosition, committed: int | None = None
+    ) -> Outcome:
+        """Stage 2: apply the routed envelope to its person; emit enriched events and the profile.
+
+        ``committed`` is the input partition's committed offset (None: unknown): outbox entries
+        below it can never be replayed.
+        """
         started = time.perf_counter()
         _, env = self.serde.decode(source.value)  # written by stage 1: always decodes
         env["event_time"] = to_ms(env["event_time"])
         person, dedup = env["person_id"], dedup_key(env)
         state = table.get(person)
         if state is not None and dedup in state.get("seen", []):
-            metrics.DUPLICATES.labels("person").inc()
-            return Outcome()
+            return self._applied_before(state, env, dedup, source)
         try:
             record = self.serde.decode(env["original"])[1] if env["original"] else None
             new_state, outputs = apply(state, env, record, self.cfg)
@@ -85,13 +101,34 @@ class Stages:
             log.exception("person stage failed", extra={"offset": source.offset})
             return self._reject("person", Rejection("internal_error", type(exc).__name__), source, None)
         new_state["seen"] = [*(state or {}).get("seen", [])[-(SEEN_IDS - 1) :], dedup]
-        outcome = Outcome(writes={person: new_state})
-        for output, value in outputs:
-            outcome.sends.append(self._encode("profiles" if output == "profile" else output, value))
-            metrics.OUTPUTS.labels(output).inc()
+        new_state["outbox"] = outbox.keep(
+            (state or {}).get("outbox", {}), committed, dedup, outbox.entry(source.offset, outputs)
+        )
+        outcome = Outcome(self._sends(outputs), {person: new_state}, (env["message_id"],))
         metrics.RECORDS.labels("person", env["kind"]).inc()
         metrics.LATENCY.labels("person").observe(time.perf_counter() - started)
         return outcome
+
+    def _applied_before(
+        self, state: dict[str, Any], env: dict[str, Any], dedup: str, source: SourcePosition
+    ) -> Outcome:
+        """A record already applied: a replay of its own position sends its outputs again (they
+        may have been lost with the crash); a copy at another position is skipped."""
+        stored = state.get("outbox", {}).get(dedup)
+        if stored is None or stored["o"] != source.offset:
+            metrics.DUPLICATES.labels("person").inc()
+            return Outcome()
+        metrics.REEMITTED.labels("person").inc()
+        outputs = outbox.replay(stored, env["original"])
+        outputs.append(("profile", prof.to_record(state["profile"], env["person_id"])))
+        return Outcome(sends=self._sends(outputs))
+
+    def _sends(self, outputs: list[Output]) -> list[Send]:
+        sends = []
+        for output, value in outputs:
+            sends.append(self._encode("profiles" if output == "profile" else output, value))
+            metrics.OUTPUTS.labels(output).inc()
+        return sends
 
     def _encode(self, output: str, value: dict[str, Any]) -> Send:
         data = self.serde.encode(ENCODE_AS[output], value, topic=self.topics[output], check=False)

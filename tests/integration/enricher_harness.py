@@ -11,7 +11,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from services.common.kafka import make_producer, make_reader, record_key
+from confluent_kafka import TopicPartition
+
+from services.common.kafka import make_producer, make_reader, record_key, watermarks
 from services.common.serde import Serde
 from services.common.settings import Settings
 from services.common.topics import DEAD_LETTERS, ENRICHED, PROFILES, VALID_TOPICS, topic_name
@@ -95,6 +97,20 @@ class Topics:
                 self.dead.append(record)
             else:
                 self.enriched[record["person_id"]].append(record)
+
+    def drain(self) -> None:
+        """Read every output partition up to its end, so what is missing now was never written."""
+
+        def caught_up() -> bool:
+            self.poll()
+            assigned = self.reader.assignment()
+            for tp in self.reader.position(assigned):
+                high = watermarks(self.reader, TopicPartition(tp.topic, tp.partition))[1]
+                if high > 0 and tp.offset < high:  # an unread partition's position is negative
+                    return False
+            return bool(assigned)
+
+        wait_until(caught_up, timeout=60, what="output topics read to their end")
 
     def wait(self, condition: Any, what: str, timeout: float = 90.0) -> Any:
         def check() -> Any:

@@ -116,3 +116,114 @@ class TestStages:
                 ("send profiles", ""),
             ]
         )
+
+
+def _routed_envelope(p: Pipeline, record_type: str, record: dict[str, Any]) -> bytes:
+    """What stage 1 routes for ``record`` (state of the identity table applied)."""
+    p.offset += 1
+    source = SourcePosition("enricher.identity", 0, p.offset, b"k", SERDE.encode(record_type, record))
+    outcome = p.stages.identity(p.identity, source)
+    p.identity.update(outcome.writes)
+    return outcome.sends[-1].value
+
+
+class TestCrashBetweenStateAndOutputs:
+    """The state write reached its changelog, the outputs did not: the replay must send them."""
+
+    def test_the_replay_of_the_applied_position_sends_the_same_outputs_and_writes_nothing(self):
+        p = Pipeline()
+        p.feed("event", event("e1", T0, install_id="d1"))
+        value = _routed_envelope(p, "event", event("e2", T0 + 3_600_000, install_id="d1"))
+        source = SourcePosition("routed", 0, 500, b"p", value)
+        first = p.stages.person(p.persons, source)
+        p.persons.update(first.writes)  # the crash: the state is kept, the sends are lost
+        replay = p.stages.person(p.persons, source)
+        assert replay.writes == {}
+        assert [s.value for s in replay.sends] == [s.value for s in first.sends]
+        kinds = [SERDE.decode(s.value)[1].get("kind") for s in replay.sends if s.output == "enriched"]
+        assert kinds == ["session_end", "session_start", "event"]
+        profile = SERDE.decode(replay.sends[-1].value)[1]
+        assert profile["session_count"] == 2  # the effect is in the state once, not re-applied
+
+    def test_a_copy_at_another_position_is_skipped(self):
+        """An ingest or hop duplicate arrives at a new offset: its outputs already went out."""
+        p = Pipeline()
+        value = _routed_envelope(p, "tag_hit", tag("t1", T0, "vip", install_id="d1"))
+        first = p.stages.person(p.persons, SourcePosition("routed", 0, 7, b"p", value))
+        p.persons.update(first.writes)
+        copy = p.stages.person(p.persons, SourcePosition("routed", 0, 8, b"p", value))
+        assert copy.sends == [] and copy.writes == {}
+
+    def test_a_merge_hand_over_is_sent_again_after_a_crash(self):
+        """The anonymous person marked itself merged but its absorb never left: the replay sends it."""
+        p = Pipeline()
+        p.feed("event", event("e1", T0, "personalize", install_id="d1", external_user_id="u1"))
+        p.feed("tag_hit", tag("t1", T0 + 1, "browsed", "shoes", install_id="d2"))
+        login = SERDE.encode(
+            "event", event("e2", T0 + 2, "personalize", install_id="d2", external_user_id="u1")
+        )
+        resolved = p.stages.identity(p.identity, SourcePosition("enricher.identity", 0, 900, b"k", login))
+        merge = next(s.value for s in resolved.sends if SERDE.decode(s.value)[1]["kind"] == "merge")
+        source = SourcePosition("routed", 0, 901, b"p", merge)
+        first = p.stages.person(p.persons, source)
+        p.persons.update(first.writes)
+        replay = p.stages.person(p.persons, source)
+        assert [s.value for s in replay.sends] == [s.value for s in first.sends]
+        assert [s.output for s in replay.sends] == ["routed", "profiles"]
+
+    def test_the_outbox_forgets_committed_positions(self):
+        """Entries below the committed offset can never be replayed: only the live ones are kept."""
+        p = Pipeline()
+        for offset, name in enumerate(["a", "b", "c"]):
+            value = _routed_envelope(p, "tag_hit", tag(f"t-{name}", T0 + offset, name, install_id="d1"))
+            source = SourcePosition("routed", 0, offset, b"p", value)
+            outcome = p.stages.person(p.persons, source, committed=2)
+            p.persons.update(outcome.writes)
+        (state,) = p.persons.values()
+        assert [e["o"] for e in state["outbox"].values()] == [2]
+        assert state["seen"] == ["t-a", "t-b", "t-c"]  # duplicates are still recognised
+
+    def test_the_identity_stage_replays_a_window_exactly_as_it_first_resolved_it(self):
+        """A tag of an anonymous device, then its login into a known person; both writes kept, both
+        routings lost. The replay routes the tag to the anonymous person again and sends the merge."""
+        p = Pipeline()
+        p.feed("event", event("e1", T0, "personalize", install_id="d1", external_user_id="u1"))
+        window = [
+            SourcePosition(
+                "enricher.identity",
+                0,
+                100,
+                b"k",
+                SERDE.encode("tag_hit", tag("t1", T0 + 1, "x", install_id="d2")),
+            ),
+            SourcePosition(
+                "enricher.identity",
+                0,
+                101,
+                b"k",
+                SERDE.encode(
+                    "event", event("e2", T0 + 2, "personalize", install_id="d2", external_user_id="u1")
+                ),
+            ),
+        ]
+        first = []
+        for source in window:
+            outcome = p.stages.identity(p.identity, source)
+            p.identity.update(outcome.writes)  # the crash: the state is kept, the sends are lost
+            first.append(outcome)
+        replay = [p.stages.identity(p.identity, source) for source in window]
+        assert [[s.value for s in o.sends] for o in replay] == [[s.value for s in o.sends] for o in first]
+        kinds = [SERDE.decode(s.value)[1]["kind"] for s in replay[1].sends]
+        assert kinds == ["merge", "event"]
+        assert replay[1].writes == first[1].writes  # the same final values, written again
+
+    def test_the_identity_table_keeps_a_bounded_history(self):
+        """Versions below the committed offset are dropped but the newest of them (what a replay
+        of the committed offset reads)."""
+        p = Pipeline()
+        for offset, kind in [(1, "custom"), (2, "personalize"), (3, "depersonalize"), (4, "personalize")]:
+            record = event(f"e{offset}", T0 + offset, kind, install_id="d1", external_user_id="u1")
+            source = SourcePosition("enricher.identity", 0, offset, b"k", SERDE.encode("event", record))
+            p.identity.update(p.stages.identity(p.identity, source, committed=3).writes)
+        device = p.identity["device:install_id:d1"]
+        assert device["@o"] == 4 and [o for o, _ in device["@h"]] == [3, 2]  # 1 is gone
