@@ -31,11 +31,12 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from services.common.clickhouse import client_for
-from services.common.kafka import make_consumer, make_producer
+from services.common.kafka import make_consumer, make_producer, make_reader
 from services.common.logs import configure_logging, get_logger
 from services.common.runtime import StopFlag
 from services.common.serde import Serde, SerdeError
@@ -45,6 +46,7 @@ from services.loader import ddl, metrics
 from services.loader.analytics import api_file
 from services.loader.api import AnalyticsServer
 from services.loader.batcher import Batch, Batcher, Item
+from services.loader.copies import CopyFilter
 from services.loader.enriched import native_original, routes_for
 from services.loader.native import NATIVE_SQL
 from services.loader.rows import COLUMNS, ConversionError, FanOutRoute, Route
@@ -74,6 +76,8 @@ class Loader:
         self.dead_letter_topic = topic_name(DEAD_LETTERS, settings)
         self.batcher = Batcher(settings.loader_flush_seconds, settings.loader_flush_rows)
         self._checked: set[tuple[str, int]] = set()  # partitions whose replay boundary is known
+        self.copies = CopyFilter(settings.loader_copy_window, self._read_before)
+        self._reader: Consumer | None = None  # reads back a partition's recent records (copies)
         self.ready = False
 
     # -- the loop ---------------------------------------------------------------------------
@@ -122,12 +126,43 @@ class Loader:
         tps = [(p.topic, p.partition) for p in partitions]
         self.batcher.drop(tps)
         self._checked.difference_update(tps)
+        self.copies.forget(tps)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    def _read_before(self, topic: str, partition: int, start: int, end: int) -> Iterator[Item]:
+        """The records at offsets [start, end) of a partition, as the loader's consumer sees them."""
+        if start >= end:
+            return
+        if self._reader is None:
+            self._reader = make_reader(self.settings, **{"enable.partition.eof": True})
+        self._reader.assign([TopicPartition(topic, partition, start)])
+        try:
+            while True:
+                message = self._reader.poll(10.0)
+                if message is None:
+                    raise RuntimeError(f"no answer reading back {topic}[{partition}] from {start}")
+                if message.error() is not None or message.offset() >= end:  # end of partition or window
+                    return
+                yield Item(message.offset(), message.key(), message.value())
+                if message.offset() >= end - 1:
+                    return
+        finally:
+            self._reader.unassign()
 
     # -- one batch, top to bottom -----------------------------------------------------------
     def process(self, batch: Batch, stop: StopFlag) -> None:
         route = self.routes[batch.topic]
         with metrics.FLUSH_SECONDS.time():
-            outcome = self.insert(route, batch, stop)
+            kept, copies = self.copies.keep(batch)
+            if copies:
+                metrics.COPIES.labels(batch.topic).inc(copies)
+            # The intent names the whole consumed range: a restart cuts its replay there, and the
+            # same range gives the same copies, so the same rows and insert tokens.
+            span = (batch.first, batch.last)
+            outcome = self.insert(route, kept, stop, span) if kept.items else ({}, [])
             if outcome is None:
                 return  # stopped while ClickHouse was away: not committed, the next run replays it
             loaded, rejections = outcome
@@ -146,7 +181,7 @@ class Loader:
         )
 
     def insert(
-        self, route: Route | FanOutRoute, batch: Batch, stop: StopFlag
+        self, route: Route | FanOutRoute, batch: Batch, stop: StopFlag, span: tuple[int, int] | None = None
     ) -> tuple[dict[str, int], list[tuple[Item, Rejection]]] | None:
         """Intent, then the rows: decoded by ClickHouse where it can (native.py), else decoded and
         converted here. Returns rows loaded per table and the records that cannot load; None if
@@ -155,7 +190,8 @@ class Loader:
         loaded: dict[str, int] = {}
         while True:  # ClickHouse away: retry the same batch (same tokens), never skip it
             try:
-                self.sink.record_intent(batch.topic, batch.partition, batch.first, batch.last)
+                first, last = span or (batch.first, batch.last)
+                self.sink.record_intent(batch.topic, batch.partition, first, last)
                 if isinstance(route, Route) and self.sink.load_avro(
                     route.table, route.columns, route.topic.record_type or "", batch.topic, batch.partition,
                     batch.items,
@@ -311,6 +347,7 @@ def run() -> int:
     finally:
         marker.unlink(missing_ok=True)
         server.stop()
+        loader.close()
         consumer.close()
         producer.flush(10.0)
         client.close()

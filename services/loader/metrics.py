@@ -11,6 +11,11 @@ ROWS = Counter("tagstream_loader_rows_total", "Rows acknowledged by ClickHouse, 
 REJECTED = Counter(
     "tagstream_loader_rejected_total", "Records sent to dead letters, by step and reason.", ["step", "reason"]
 )
+COPIES = Counter(
+    "tagstream_loader_copies_dropped_total",
+    "Byte-identical copies of a recent record (an upstream replay) not loaded again, by topic.",
+    ["topic"],
+)
 BATCHES = Counter("tagstream_loader_batches_total", "Batches committed, by table.", ["table"])
 SINK_RETRIES = Counter("tagstream_loader_sink_retries_total", "Batches retried because ClickHouse was away.")
 BUFFERED = Gauge("tagstream_loader_buffered_records", "Records consumed and not yet committed.")

@@ -34,6 +34,12 @@ class LoaderSettings(Settings):
     loader_ttl_days: int = Field(
         default=0, ge=0, description="Drop rows older than this many days (event time); 0 keeps everything."
     )
+    loader_copy_window: int = Field(
+        default=20_000,
+        ge=0,
+        description="A record whose bytes equal one of the previous N offsets of its partition is an "
+        "upstream replay's copy and is not loaded (services/loader/copies.py); 0 loads everything.",
+    )
     loader_test_kill_after_insert: bool = Field(
         default=False,
         description="TESTS ONLY: SIGKILL this process right after the first acknowledged insert, before "

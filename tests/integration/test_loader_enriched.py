@@ -341,3 +341,26 @@ def test_enriched_profiles_changes_and_messages_load_and_feed_the_oracle_and_the
     unknown = tagstream("segments", "members", "nope", env=cli_env)
     assert unknown.returncode == 2
     assert "unknown segment 'nope'; defined: never-used, pro-plan, vip" in unknown.stderr
+
+
+@pytest.mark.integration
+def test_exact_copies_of_enriched_records_load_once_also_after_a_loader_restart(settings, loaders):
+    """The enricher re-sends a replayed record's outputs after a crash: byte-identical copies on
+    `enriched` (docs/design.md). They are not loaded again, whether they arrive in the same run of
+    the loader or after it restarted (the window of recent records is read back from the log)."""
+    originals = _encoded("enriched_event", ENVELOPES[1:3])  # a tag and an app launch of p-1
+    later = _env("p-1", "tag", "m-tag-later", NOW, ("tag_hit", _input("m-tag-later", NOW, "d1", name="x")))
+    produce(settings, ENRICHED, originals + originals[:1], partition=0)  # one copy right away
+
+    loader = loaders(TAGSTREAM_LOADER_SOURCE="enriched").wait_ready()
+    wait_until(lambda: count(loader, "tags") == 1 and count(loader, "events") == 1, what="originals loaded")
+    loader.stop()
+
+    produce(settings, ENRICHED, originals + _encoded("enriched_event", [later]), partition=0)
+    loader = loaders(TAGSTREAM_LOADER_SOURCE="enriched").wait_ready()
+    wait_until(lambda: count(loader, "tags") == 2, what="the later tag loaded")
+    assert loader.query("SELECT message_id, count() FROM tags GROUP BY message_id ORDER BY 1") == [
+        ["m-tag", 1],
+        ["m-tag-later", 1],
+    ]
+    assert count(loader, "events") == 1
