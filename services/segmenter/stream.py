@@ -13,7 +13,9 @@ any change it finds (a window that ended while the service was down) is emitted 
 
 Table rows (one table, so a person's state and membership are written together, in one changelog
 record): ``person id → {"p": partition, "o": last applied offset, "s": PersonState JSON,
-"m": [segment ids]}``; ``~definitions:<p> → {"p": p, "segments": [...]}`` are the definitions the
+"m": [segment ids], "r": [message_id|kind of the last RECENT_KEYS records applied]}`` — "r" skips
+the copies the enricher re-sends after a crash (same record, new offset; docs/design.md);
+``~definitions:<p> → {"p": p, "segments": [...]}`` are the definitions the
 partition's state was built for, so a restart under changed definitions goes through
 ``Engine.reload`` like a live reload. The faust agent performs an Outcome in order: sends, then
 writes (a crash between them replays the record; the stored offset then skips what was applied).
@@ -40,6 +42,7 @@ from services.segmenter.index import Index
 
 log = get_logger("segmenter")
 DEFINITIONS_KEY = "~definitions:"  # not a person id: ids of the enricher never start with "~"
+RECENT_KEYS = 64  # per person: enricher copies follow their original within one commit interval
 Seeder = Callable[[Engine, frozenset[str], int], list[Change]]
 Table = MutableMapping[str, Any]
 
@@ -114,8 +117,13 @@ class Segmenter:
             return self._reject(out, Rejection("undecodable", str(exc)), source)
         person = env["person_id"]
         row = out.writes.get(person) or table.get(person)
+        seen_key = f"{env['message_id']}|{env['kind']}"
         if row is not None and row.get("o", -1) >= source.offset:
             metrics.RECORDS.labels("duplicate").inc()  # applied before a crash, offset not committed
+            return out
+        if row is not None and seen_key in row.get("r", ()):
+            # the same enriched record at a new offset: the enricher re-sent it after its crash
+            metrics.RECORDS.labels("duplicate").inc()
             return out
         facts = facts_for(env, record)
         if isinstance(facts, Rejection):
@@ -135,7 +143,7 @@ class Segmenter:
         metrics.RECORDS.labels("applied" if facts else "no_facts").inc()
         self._emit(out, changes, env["message_id"])
         if facts:  # a record with no fact (session_end, merge) leaves the person unknown/unchanged
-            self._write(out, table, source.partition, {person}, offset=(person, source.offset))
+            self._write(out, table, source.partition, {person}, (person, source.offset, seen_key))
         self._write(out, table, source.partition, {c.person_id for c in changes} - {person})
         metrics.LATENCY.observe(time.perf_counter() - started)
         return out
@@ -213,17 +221,20 @@ class Segmenter:
         table: Table,
         p: int,
         persons: Iterable[str],
-        offset: tuple[str, int] | None = None,
+        applied: tuple[str, int, str] | None = None,
     ) -> None:
+        """Rows of ``persons``; ``applied`` = (person, offset, record key) of the record just applied."""
         engine = self.engines[p]
         for person in persons:
             state = engine.states.get(person)
             if state is None:
                 continue
             previous = out.writes.get(person) or table.get(person) or {}
-            o = offset[1] if offset and offset[0] == person else previous.get("o", -1)
+            o, recent = previous.get("o", -1), previous.get("r", [])
+            if applied and applied[0] == person:
+                o, recent = applied[1], [*recent, applied[2]][-RECENT_KEYS:]
             members = sorted(engine.members.get(person, ()))
-            out.writes[person] = {"p": p, "o": o, "s": state.to_bytes().decode(), "m": members}
+            out.writes[person] = {"p": p, "o": o, "s": state.to_bytes().decode(), "m": members, "r": recent}
 
     def _emit(self, out: Outcome, changes: list[Change], message_id: str | None) -> None:
         for c in changes:

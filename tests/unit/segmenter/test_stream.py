@@ -79,6 +79,21 @@ class TestSegmenter:
         assert h.send(sr.event("p1", T0, "purchase"), offset=7) == []
         assert h.table["p1"]["s"] == state
 
+    def test_a_copy_of_an_applied_record_at_a_new_offset_counts_once(self) -> None:
+        """The enricher re-sends a replayed record after its crash: same message id and kind at a
+        later offset. Counting it twice would put the person in a 'twice' segment."""
+        h = Harness(
+            segments({"id": "twice", "condition": {"event": "purchase", "within": "1h", "at_least": 2}})
+        )
+        h.clock.now = T0 + 1000  # both purchases in the past
+        purchase = sr.event("p1", T0, "purchase", mid="order-1")
+        assert h.send(purchase, offset=3) == []
+        assert h.send(purchase, offset=9) == []  # the copy
+        assert h.send(sr.event("p1", T0 + 1, "purchase", mid="order-2"), offset=10) == [
+            ("p1", "twice", "entered", "event:purchase")
+        ]
+        assert h.table["p1"]["r"] == ["order-1|event", "order-2|event"]
+
     def test_ticks_fire_window_exits_at_the_window_end(self) -> None:
         """With no further facts, a tick after the 5 s window ends the membership (reason timer)."""
         h = Harness(segments(BUYERS))
