@@ -119,6 +119,15 @@ class Topics:
 
         return wait_until(check, timeout=timeout, what=what)
 
+    def distinct_kinds(self, person: str) -> list[str]:
+        """Kinds of the person's enriched records, each ``(message_id, kind)`` once, as consumers
+        read them: after a crash the enricher re-sends replayed records, and a copy must be exact."""
+        first: dict[tuple[str, str], dict[str, Any]] = {}
+        for record in self.enriched[person]:
+            key = (record["message_id"], record["kind"])
+            assert first.setdefault(key, record) == record, f"{key}: a re-sent record differs"
+        return [kind for _, kind in first]
+
     def profile_with(self, **fields: Any) -> dict[str, Any] | None:
         for profile in self.profiles.values():
             if all(profile.get(k) == v for k, v in fields.items()):

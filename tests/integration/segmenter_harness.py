@@ -59,6 +59,19 @@ class SegmenterProcess:
                 return int(json.loads(line)["health_port"])
         return None
 
+    def wait_processing(self, timeout: float = 120.0) -> SegmenterProcess:
+        """Until this run has restored every partition of `enriched` (ticks reach each one within a
+        second of the assignment): from then on a record is processed as it arrives."""
+
+        def restored() -> bool:
+            with open(self.log, "rb") as log:
+                log.seek(self._port_from)
+                text = log.read().decode(errors="replace")
+            return text.count('"partition restored"') >= ENRICHED.partitions
+
+        wait_until(restored, timeout=timeout, what="segmenter partitions restored")
+        return self
+
     def metrics(self) -> str:
         port = wait_until(self.health_port, what="health port in the log")
         return httpx.get(f"http://127.0.0.1:{port}/metrics").text

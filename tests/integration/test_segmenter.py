@@ -91,7 +91,7 @@ def test_a_time_window_exits_by_timer_with_no_further_events(
 ):
     """A visit enters `visited-5s`; 5 s later, with no new fact, the person exits at the window's end."""
     write_definitions(definitions, {"id": "visited-5s", "condition": {"event": "visit", "within": "5s"}})
-    segmenter.start()
+    segmenter.start().wait_processing()  # a 5 s window: the visit must not wait for the start
     topics.send(sr.event("eve", now_ms(), "visit"))
     entered = topics.wait(lambda: topics.seen("eve", "visited-5s", "entered"), "entered")[0]
     exited = topics.wait(lambda: topics.seen("eve", "visited-5s", "exited"), "exit by timer", timeout=60)[0]
