@@ -58,7 +58,7 @@ class IngestService:
         self.bare = {topic_name(spec, settings): spec.name for spec in RAW_TOPICS}
         self.dedup_topic = topic_name(INGEST_DEDUP, settings)
         self.dead_letter_topic = topic_name(DEAD_LETTERS, settings)
-        self.valid_topics = {spec: topic_name(spec, settings) for spec in VALID_TOPIC_FOR_RAW.values()}
+        self.valid_topics = {spec.name: topic_name(spec, settings) for spec in VALID_TOPIC_FOR_RAW.values()}
         self.serde = Serde(registry_url=settings.schema_registry_url)
         self.definitions = DefinitionsFileWatcher(
             settings.definitions_path, settings.ingest_definitions_reload_s
@@ -176,7 +176,7 @@ class IngestService:
         source = SourcePosition(bare, partition, message.offset(), message.key(), message.value())
         outcome = process(source, bare, now_ms, self.ctx)
         if isinstance(outcome, Valid):
-            self.producer.produce(self.valid_topics[outcome.output], outcome.value, outcome.key)
+            self.producer.produce(self.valid_topics[outcome.output.name], outcome.value, outcome.key)
             self.producer.produce(
                 self.dedup_topic, marker, marker_key(bare, outcome.message_id), partition=partition
             )
