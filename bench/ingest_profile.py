@@ -65,14 +65,14 @@ def service_loop(records: int) -> Path:
     out = Path(tempfile.mkdtemp(prefix="ingest-profile-")) / "service.prof"
     argv = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "services.cli", "run", "ingest"]
     with bench_broker() as (base, workdir):
-        rate = measure(
+        measured = measure(
             Variant("ingest-profiled", argv, TAGS, VALID_TAGS),
             base,
             workdir,
             tag_hits("warm-", 200, 500),
             tag_hits("run-", records, 500),
         )
-    print(f"ingest under cProfile: {rate:.0f} records/s (profiler overhead included)")
+    print(f"ingest under cProfile: {measured.rate:.0f} records/s (profiler overhead included)")
     return out
 
 

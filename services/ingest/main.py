@@ -5,7 +5,7 @@ Per batch, inside one Kafka transaction:
     consume a batch of raw records
       for each record: size → decode → normalise → validate → deduplicate → encode  (pipeline.py)
       produce: valid record → <raw>.valid | refusal → dead-letters | duplicate → nothing
-      produce a dedupe marker for every record passed                               (dedupe.py)
+      produce the dedupe markers of the records passed, one per raw partition       (dedupe.py)
     add the consumer offsets to the transaction, commit it                          (commit last)
 
 Outputs, dead letters, markers and offsets become visible together or not at all, so a crash at
@@ -27,7 +27,7 @@ from services.common.serde import Serde
 from services.common.steps import SourcePosition
 from services.common.topics import DEAD_LETTERS, INGEST_DEDUP, RAW_TOPICS, VALID_TOPIC_FOR_RAW, topic_name
 from services.ingest import metrics
-from services.ingest.dedupe import DedupeStore, marker_key
+from services.ingest.dedupe import DedupeStore, batch_markers
 from services.ingest.definitions import DefinitionsFileWatcher
 from services.ingest.metrics import BatchCounts
 from services.ingest.pipeline import Context, Duplicate, Refused, Valid, process
@@ -58,7 +58,7 @@ class IngestService:
         self.bare = {topic_name(spec, settings): spec.name for spec in RAW_TOPICS}
         self.dedup_topic = topic_name(INGEST_DEDUP, settings)
         self.dead_letter_topic = topic_name(DEAD_LETTERS, settings)
-        self.valid_topics = {spec: topic_name(spec, settings) for spec in VALID_TOPIC_FOR_RAW.values()}
+        self.valid_topics = {spec.name: topic_name(spec, settings) for spec in VALID_TOPIC_FOR_RAW.values()}
         self.serde = Serde(registry_url=settings.schema_registry_url)
         self.definitions = DefinitionsFileWatcher(
             settings.definitions_path, settings.ingest_definitions_reload_s
@@ -138,13 +138,12 @@ class IngestService:
         self.producer.begin_transaction()
         try:
             now_ms = int(time.time() * 1000)
-            marker = str(now_ms).encode()  # every marker of the batch carries the batch's time
             for message in batch:
-                self._handle(message, now_ms, marker, passed, counts)
+                self._handle(message, now_ms, passed, counts)
+            offsets = _next_offsets(batch)
+            self._mark(passed, offsets, now_ms)
             self.producer.poll(0)  # delivery reports once per batch: the commit waits for them anyway
-            self.producer.send_offsets_to_transaction(
-                _next_offsets(batch), self.consumer.consumer_group_metadata(), 30
-            )
+            self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
             self.producer.commit_transaction(60)
         except KafkaException as exc:
             # Nothing of this batch is visible: undo its dedupe entries and read it again.
@@ -166,7 +165,6 @@ class IngestService:
         self,
         message: Message,
         now_ms: int,
-        marker: bytes,
         passed: dict[tuple[str, int], list[str]],
         counts: BatchCounts,
     ) -> None:
@@ -176,10 +174,7 @@ class IngestService:
         source = SourcePosition(bare, partition, message.offset(), message.key(), message.value())
         outcome = process(source, bare, now_ms, self.ctx)
         if isinstance(outcome, Valid):
-            self.producer.produce(self.valid_topics[outcome.output], outcome.value, outcome.key)
-            self.producer.produce(
-                self.dedup_topic, marker, marker_key(bare, outcome.message_id), partition=partition
-            )
+            self.producer.produce(self.valid_topics[outcome.output.name], outcome.value, outcome.key)
             passed.setdefault((bare, partition), []).append(outcome.message_id)
             counts.records_out[outcome.output.name] += 1
         elif isinstance(outcome, Refused):
@@ -189,6 +184,15 @@ class IngestService:
             counts.dead_letters[(letter["step"], letter["reason"])] += 1
         elif isinstance(outcome, Duplicate):
             counts.deduplicated[bare] += 1
+
+    def _mark(
+        self, passed: dict[tuple[str, int], list[str]], offsets: list[TopicPartition], now_ms: int
+    ) -> None:
+        """Dedupe markers for what the batch passed: a few records per raw partition, not one each."""
+        next_offset = {(self.bare[tp.topic], tp.partition): tp.offset for tp in offsets}
+        for (bare, partition), message_ids in passed.items():
+            for key, value in batch_markers(bare, next_offset[(bare, partition)], now_ms, message_ids):
+                self.producer.produce(self.dedup_topic, value, key, partition=partition)
 
     def _housekeeping(self) -> None:
         if time.monotonic() - self._last_lag_check < 10:

@@ -22,6 +22,9 @@ from services.ingest.normalise import normalise
 from services.ingest.validate import Limits, validate
 
 SERVICE = "ingest"
+# raw topic name -> (its spec, its *.valid spec): one str lookup per record (TopicSpec hashes all
+# of its fields on every dict lookup).
+_ROUTES = {name: (spec, VALID_TOPIC_FOR_RAW[spec]) for name, spec in RAW_TOPIC_BY_NAME.items()}
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def _refuse(
 
 
 def process(source: SourcePosition, bare_topic: str, now_ms: int, ctx: Context) -> Outcome:
-    raw_spec = RAW_TOPIC_BY_NAME[bare_topic]
+    raw_spec, output = _ROUTES[bare_topic]
     value = source.value or b""
     # 1. size: refuse before spending time on it
     if len(value) > ctx.max_record_bytes:
@@ -91,6 +94,5 @@ def process(source: SourcePosition, bare_topic: str, now_ms: int, ctx: Context) 
         return Duplicate(message_id)
     ctx.dedupe.remember(partition, message_id, now_ms)
     # 6. encode and route, keyed so one device's (else person's) records stay in order
-    output = VALID_TOPIC_FOR_RAW[raw_spec]
     encoded = ctx.serde.encode(record_type, normalised, topic=output.name, check=False)
     return Valid(output, record_key(normalised), encoded, message_id)

@@ -9,7 +9,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from services.common.kafka import make_reader, watermarks
 from services.common.settings import Settings
-from services.ingest.dedupe import Partition, parse_marker
+from services.ingest.dedupe import Partition, read_marker
 
 
 def read_markers(
@@ -41,9 +41,9 @@ def read_markers(
             for message in reader.consume(num_messages=5000, timeout=0.2):
                 if message.error():
                     continue
-                parsed = parse_marker(message.key() or b"", message.value() or b"")
-                if parsed and (parsed[0], message.partition()) in wanted:
-                    found[(parsed[0], message.partition())].append((parsed[1], parsed[2]))
+                for topic, message_id, seen in read_marker(message.key() or b"", message.value() or b""):
+                    if (topic, message.partition()) in wanted:
+                        found[(topic, message.partition())].append((message_id, seen))
             positions = reader.position([TopicPartition(dedup_topic, p) for p in ends])
             for tp in positions:
                 if tp.offset >= ends[tp.partition]:

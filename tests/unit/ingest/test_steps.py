@@ -6,7 +6,7 @@ import pytest
 
 from services.common.serde import Serde
 from services.common.steps import Rejection, SourcePosition
-from services.ingest.dedupe import DedupeStore, marker_key, parse_marker
+from services.ingest.dedupe import MAX_MARKER_BYTES, DedupeStore, batch_markers, marker_key, read_marker
 from services.ingest.definitions import Definitions, check_declared
 from services.ingest.normalise import normalise, normalise_email, normalise_phone
 from services.ingest.pipeline import Context, Duplicate, Refused, Valid, process
@@ -175,10 +175,28 @@ class TestDedupe:
         store.forget(("events", 0), ["m1"])
         assert not store.is_duplicate(("events", 0), "m1", NOW)
 
-    def test_markers_round_trip(self):
-        """A marker's key and value give back topic, message_id and first-seen time."""
-        assert parse_marker(marker_key("events", "a|b"), b"123") == ("events", "a|b", 123)
-        assert parse_marker(b"garbage", b"x") is None
+    def test_batch_markers_round_trip(self):
+        """A batch's markers give back topic, every message_id and the first-seen time."""
+        ids = ["a|b", "ünï\ncode", "x" * 10, ""]
+        markers = list(batch_markers("events", 42, NOW, ids))
+        assert len(markers) == 1
+        assert [entry for key, value in markers for entry in read_marker(key, value)] == [
+            ("events", message_id, NOW) for message_id in ids
+        ]
+
+    def test_big_batches_split_into_markers_the_broker_accepts(self):
+        """However many ids a batch passed, each marker stays under the size limit; none is lost."""
+        ids = [f"{i:06d}-" + "m" * 200 for i in range(6000)]
+        markers = list(batch_markers("tags", 7, NOW, ids))
+        assert len(markers) > 1 and all(len(value) <= MAX_MARKER_BYTES + 16 for _, value in markers)
+        assert len({key for key, _ in markers}) == len(markers)  # compaction keeps every one
+        assert [m for key, value in markers for _, m, _ in read_marker(key, value)] == ids
+
+    def test_one_record_markers_of_older_versions_still_read(self):
+        """Markers written one per record (before batch markers) are read back after an upgrade."""
+        assert read_marker(marker_key("events", "a|b"), b"123") == [("events", "a|b", 123)]
+        assert read_marker(b"garbage", b"x") == []
+        assert read_marker(b"events|@1.0", b"\x00\x00") == []  # truncated
 
 
 class TestPipeline:
