@@ -37,6 +37,7 @@ def stages(quick: bool) -> dict[str, list[str]]:
         "ingest": [py, "bench/ingest_bench.py", "--records", "5000" if quick else "20000"],
         "enricher": [py, "bench/enricher_bench.py", "--records", "3000" if quick else "20000"],
         "segmenter core": [py, "-m", "services.segmenter.bench", "--facts", "5000" if quick else "50000"],
+        "segmenter": [py, "bench/segmenter_bench.py", "--records", "2000" if quick else "10000"],
         "loader": [py, "bench/loader_bench.py", "--rows", "20000" if quick else "200000"],
         "pipeline": [
             py,
