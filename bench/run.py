@@ -39,6 +39,7 @@ def stages(quick: bool) -> dict[str, list[str]]:
         "enricher state": [py, "bench/enricher_state_bench.py", "--persons"]
         + (["1000"] if quick else ["10000", "100000"]),
         "segmenter core": [py, "-m", "services.segmenter.bench", "--facts", "5000" if quick else "50000"],
+        "segmenter": [py, "bench/segmenter_bench.py", "--records", "2000" if quick else "10000"],
         "loader": [py, "bench/loader_bench.py", "--rows", "20000" if quick else "200000"],
         "pipeline": [
             py,

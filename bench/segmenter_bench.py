@@ -1,11 +1,15 @@
-"""Enriched records/s through `tagstream run segmenter` (a subprocess) on a real broker.
+"""Enriched records/s through `tagstream run segmenter` with 10, 100 and 1,000 segments defined, and
+through a bare confluent-kafka passthrough, on the same broker in the same run.
 
-The segmenter is warmed up (partitions assigned, one record processed), then ``--records``
-enriched envelopes (events, tags, attribute updates over ``--persons`` persons) are produced and
-the clock runs until its ``segmenter_records_total`` metric has counted them all. Definitions:
-``config/segments.example.yaml`` (19 segments). The machine is shared: read it as an order of size.
+The records are the core bench's Zipf workload (``services.segmenter.bench``: events and attribute
+updates over 1,000 names, segment i reads event i and attribute i) as `enriched` envelopes, the
+same records for every variant. Each segmenter is a warmed-up subprocess on fresh topics; the clock
+runs until its ``segmenter_records_total`` has counted every record. Reported: records/s, the
+ratio 1,000/10 segments, each variant's ratio to the passthrough, and the share of records some
+segment reads (10 segments read ~40% of them, 1,000 all: docs/segments.md, "Speed"). Per-person
+state size comes from the core bench (same segments, same facts). Only ratios are meaningful.
 
-    .venv/bin/python bench/segmenter_bench.py [--records 20000] [--persons 500]
+    .venv/bin/python bench/segmenter_bench.py [--records 10000] [--persons 500] [--json PATH]
 
 Uses ``TAGSTREAM_KAFKA_BOOTSTRAP`` if set, else starts a local broker in a temp dir.
 """
@@ -13,28 +17,37 @@ Uses ``TAGSTREAM_KAFKA_BOOTSTRAP`` if set, else starts a local broker in a temp 
 from __future__ import annotations
 
 import argparse
-import os
-import random
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from services.common.broker import LocalBroker
-from services.common.kafka import ensure_topics, make_producer
-from services.common.serde import Serde
+from bench.harness import (
+    REPO,
+    Keyed,
+    bench_broker,
+    fresh,
+    measure,
+    passthrough,
+    produce,
+    wait_for,
+    write_result,
+)
 from services.common.settings import Settings
-from services.common.topics import ENRICHED, topic_name
+from services.common.topics import ENRICHED, SEGMENT_MEMBERSHIP
+from services.segmenter.bench import CATALOGUE, segments, stream
+from services.segmenter.index import Index
+from services.segmenter.stream import dump
 from tests import segmenter_records as sr
 from tests.conftest import free_port, settings_env
 
-REPO = Path(__file__).resolve().parents[1]
+COUNTS = (10, 100, 1000)
 
 
 def processed(port: int) -> float:
@@ -43,88 +56,66 @@ def processed(port: int) -> float:
     return sum(float(v) for v in re.findall(r"^segmenter_records_total\{[^}]*\} (\S+)$", text, re.M))
 
 
-def wait(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out")
-        time.sleep(0.05)
+def segmenter_rate(base: Settings, workdir: Path, n: int, warm: list[Keyed], run: list[Keyed]) -> float:
+    s = fresh(base, workdir, f"segmenter-{n}")
+    definitions = workdir / f"segments-{n}.yaml"
+    definitions.write_text(yaml.safe_dump({"segments": dump(segments(n))}))
+    port = free_port()
+    env = {**settings_env(s), "TAGSTREAM_HEALTH_PORT": str(port),
+           "TAGSTREAM_SEGMENTER_DEFINITIONS_FILE": str(definitions)}  # fmt: skip
+    with open(workdir / f"segmenter-{n}.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "segmenter"], env=env,
+                                stdout=log, stderr=log, cwd=REPO)  # fmt: skip
+    try:
 
+        def counted(target: int) -> bool:
+            if proc.poll() is not None:
+                raise SystemExit(f"segmenter exited with {proc.returncode}; see {workdir}/segmenter-{n}.log")
+            try:
+                return processed(port) >= target
+            except OSError:
+                return False
 
-def envelopes(n: int, persons: int, t: int) -> list[dict]:
-    rng = random.Random(7)
-    out = []
-    for i in range(n):
-        person = f"p{rng.randrange(persons)}"
-        roll = rng.random()
-        if roll < 0.6:
-            name = rng.choice(["Order Completed", "Product Viewed", "visit", "Signed Up"])
-            out.append(sr.event(person, t + i, name, {"revenue": rng.randrange(200)}, mid=f"m{i}"))
-        elif roll < 0.85:
-            out.append(sr.tag(person, t + i, rng.choice(["vip", "browsed", "newsletter"]), "x", mid=f"m{i}"))
-        else:
-            usage = ("number", str(rng.randrange(1000)))
-            out.append(
-                sr.update(person, t + i, {"monthly_usage_gb": usage, "plan": ("string", "pro")}, mid=f"m{i}")
-            )
-    return out
+        produce(s, ENRICHED, warm)
+        wait_for(lambda: counted(len(warm)), 180, f"segmenter ({n} segments) warm-up")
+        started = time.perf_counter()
+        produce(s, ENRICHED, run)
+        wait_for(lambda: counted(len(warm) + len(run)), 900, f"segmenter ({n} segments) run")
+        return len(run) / (time.perf_counter() - started)
+    finally:
+        proc.terminate()
+        proc.wait(60)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--persons", type=int, default=500)
+    parser.add_argument("--json", type=Path, help="also write the result here (bench/run.py)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = None
-        bootstrap = os.environ.get("TAGSTREAM_KAFKA_BOOTSTRAP")
-        if not bootstrap:
-            local = Settings(
-                data_dir=Path(tmp) / "kafka", kafka_port=free_port(), kafka_controller_port=free_port()
-            )
-            broker = LocalBroker(local)
-            broker.start()
-            bootstrap = local.bootstrap_servers
-        s = Settings(
-            kafka_bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}-", data_dir=Path(tmp) / "d"
-        )
-        ensure_topics(s)
-        port = free_port()
-        definitions = str(REPO / "config/segments.example.yaml")
-        env = {**settings_env(s), "TAGSTREAM_HEALTH_PORT": str(port),
-               "TAGSTREAM_SEGMENTER_DEFINITIONS_FILE": definitions}  # fmt: skip
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "segmenter"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        try:
-            serde, producer, name = Serde(), make_producer(s), topic_name(ENRICHED, s)
-            t = int(time.time() * 1000)
-            records = [
-                serde.encode("enriched_event", e) for e in envelopes(args.records + 1, args.persons, t)
-            ]
-            producer.produce(name, key=b"p0", value=records[0])
-            producer.flush(30)
-
-            def warm() -> bool:
-                try:
-                    return processed(port) >= 1
-                except OSError:
-                    return False
-
-            wait(warm, 120)
-            started = time.perf_counter()
-            for i, value in enumerate(records[1:]):
-                producer.produce(name, key=f"p{i % args.persons}".encode(), value=value)
-                producer.poll(0)
-            producer.flush(60)
-            wait(lambda: processed(port) >= len(records), 600)
-            elapsed = time.perf_counter() - started
-            print(f"{args.records} records, {args.persons} persons, 19 segments: "
-                  f"{elapsed:.1f} s, {args.records / elapsed:.0f} records/s")  # fmt: skip
-        finally:
-            proc.terminate()
-            proc.wait(60)
-            if broker is not None:
-                broker.stop()
+    facts = [fact for fact, _ in stream(args.records + 100, args.persons, CATALOGUE)]
+    envelopes = [e for i, fact in enumerate(facts) for e in sr.from_fact(fact, f"m{i}")]
+    records = [(e["person_id"].encode(), sr.encode(e)) for e in envelopes]
+    warm, run = records[:100], records[100:]
+    indexes = {n: Index.build(segments(n)) for n in COUNTS}
+    read = {
+        n: sum(1 for f in facts[100:] if index.segments_for(f)) / len(run) for n, index in indexes.items()
+    }
+    with bench_broker() as (base, workdir):
+        rates = {"passthrough": measure(passthrough(ENRICHED, SEGMENT_MEMBERSHIP), base, workdir, warm, run)}
+        for n in COUNTS:
+            rates[f"{n} segments"] = segmenter_rate(base, workdir, n, warm, run)
+    ratios = {"1000/10 segments": rates["1000 segments"] / rates["10 segments"]}
+    ratios |= {f"{n} segments/passthrough": rates[f"{n} segments"] / rates["passthrough"] for n in COUNTS}
+    result = {
+        "stage": "segmenter",
+        "records": len(run),
+        "persons": args.persons,
+        "rates": {name: round(rate) for name, rate in rates.items()},
+        "ratios": {name: round(ratio, 3) for name, ratio in ratios.items()},
+        "share of records a segment reads": {f"{n} segments": round(read[n], 3) for n in COUNTS},
+    }
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

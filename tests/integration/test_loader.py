@@ -77,8 +77,8 @@ class LoaderProcess:
         wait_until(ready, timeout=90, what="loader ready")
         return self
 
-    def query(self, sql: str) -> list[list]:
-        response = httpx.post(f"{self.url}/query", content=sql.encode(), timeout=30)
+    def query(self, sql: str, timeout: float = 30) -> list[list]:
+        response = httpx.post(f"{self.url}/query", content=sql.encode(), timeout=timeout)
         assert response.status_code == 200, response.text
         return response.json()["rows"]
 

@@ -132,7 +132,7 @@ class Run:
             f"SELECT {quote(s.id)}, person_id FROM ({compile_segment(s, now_ms, SEGMENT_FACTS_DATABASE)})"
             for s in SEGMENTS
         )
-        for segment_id, person in self.loader.query(query):
+        for segment_id, person in self.loader.query(query, timeout=180):  # 42 segments, a loaded machine
             expected.setdefault(segment_id, set()).add(person)
         out = []
         for segment in SEGMENTS:
