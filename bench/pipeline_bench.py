@@ -156,32 +156,38 @@ class Tracer:
 
 
 class Queryable:
-    """Polls the loader's query API for bench events; keeps when each was first seen (wall ms)."""
+    """Polls the loader's query API for bench events; keeps when each was first seen (wall ms).
+    Each poll reads only rows at or after the oldest event not yet seen, so the bench's own
+    queries stay small (they run in the loader process, beside its inserts)."""
 
-    def __init__(self, api_file: Path) -> None:
+    def __init__(self, api_file: Path, sent: dict[str, int]) -> None:
         self.api_file = api_file
+        self.sent = sent
         self.seen: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        sql = (
-            b"SELECT message_id FROM events WHERE name = 'bench_ping' "
-            b"AND event_time > now64(3) - INTERVAL 120 SECOND"
-        )
         url = None
-        while not self._stop.is_set():
+        while not self._stop.wait(QUERY_EVERY_S):
+            pending = [t for i, t in list(self.sent.items()) if i not in self.seen]
+            if not pending:
+                continue
+            sql = (
+                "SELECT message_id FROM events WHERE name = 'bench_ping' "
+                f"AND event_time >= fromUnixTimestamp64Milli(toInt64({min(pending)}))"
+            )
             try:
                 url = url or json.loads(self.api_file.read_text())["url"]
-                with urllib.request.urlopen(f"{url}/query", data=sql, timeout=30) as response:
+                with urllib.request.urlopen(f"{url}/query", data=sql.encode(), timeout=30) as response:
                     rows = json.loads(response.read())["rows"]
-                now_ms = int(time.time() * 1000)
-                for (mid,) in rows:
-                    self.seen.setdefault(mid, now_ms)
             except (OSError, ValueError, KeyError):
                 url = None  # the loader is still starting
-            self._stop.wait(QUERY_EVERY_S)
+                continue
+            now_ms = int(time.time() * 1000)
+            for (mid,) in rows:
+                self.seen.setdefault(mid, now_ms)
 
     def close(self) -> None:
         self._stop.set()
@@ -235,6 +241,121 @@ def phase_report(
     }
 
 
+def run_pipeline(
+    base: Settings, workdir: Path, args: argparse.Namespace, name: str, extra: dict[str, str]
+) -> dict[str, Any]:
+    """One whole pipeline on fresh topics: warm-up, the low-rate phase, then the stepped rates."""
+    serde = Serde()
+    s = fresh(base, workdir, name)
+    stamp_on_arrival(s)
+    campaigns = workdir / "campaigns.yaml"
+    campaigns.write_text(CAMPAIGNS)
+    env = {
+        **settings_env(s),
+        "PYTHONPATH": str(REPO),
+        "TAGSTREAM_HEALTH_PORT": "0",
+        "TAGSTREAM_LOADER_PORT": "0",
+        "TAGSTREAM_TRIGGER_CAMPAIGNS_FILE": str(campaigns),
+        "TAGSTREAM_LOADER_FLUSH_SECONDS": "1",
+        "TAGSTREAM_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+    procs = []
+    for service in SERVICES:
+        log = open(workdir / f"{name}-{service}.log", "wb")  # noqa: SIM115 - closed with the process
+        argv = [sys.executable, "-m", "services.cli", "run", service]
+        procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=REPO))
+    tracer = Tracer(s)
+    sent: dict[str, int] = {}  # event id -> produce time (wall ms)
+    queryable = Queryable(s.data_dir / "loader" / "api.json", sent)
+    producer = make_producer(s, **{"linger.ms": 0})
+    events = topic_name(EVENTS, s)
+
+    def send(n: int) -> None:
+        record = ping(n, n % args.persons)
+        sent[record["message_id"]] = record["event_time"]
+        producer.produce(events, key=record_key(record), value=serde.encode("event", record))
+        producer.poll(0)
+
+    def alive() -> None:
+        for service, proc in zip(SERVICES, procs, strict=True):
+            if proc.poll() is not None:
+                raise SystemExit(
+                    f"{service} exited with {proc.returncode}; see {workdir}/{name}-{service}.log"
+                )
+
+    def out_count(ids: list[str]) -> int:
+        return sum(1 for i in ids if tracer.out(i) is not None)
+
+    def run_phase(first: int, rate: float) -> tuple[list[str], float, bool, dict[str, float]]:
+        """Produce ``rate``/s for ``--seconds``; wait until all are out. Held: 99% out in grace.
+        Also each service's CPU seconds per 1000 events of the phase."""
+        count = int(rate * args.seconds)
+        cpu = {service: cpu_seconds(proc.pid) for service, proc in zip(SERVICES, procs, strict=True)}
+        started = time.monotonic()
+        for k in range(count):
+            while time.monotonic() < started + k / rate:
+                time.sleep(0.001)
+            send(first + k)
+        producer.flush(30)
+        seconds = time.monotonic() - started
+        ids = [f"ping-{first + k}" for k in range(count)]
+        time.sleep(args.grace)  # the bench's own pacing: what is out by then says "held"
+        held = out_count(ids) >= 0.99 * count
+        wait_for(lambda: alive() or out_count(ids) >= count, 300, f"phase {rate}/s drain")
+        used = {
+            service: round((cpu_seconds(proc.pid) - cpu[service]) * 1000 / count, 2)
+            for service, proc in zip(SERVICES, procs, strict=True)
+        }
+        return ids, seconds, held, used
+
+    phases: dict[str, Any] = {}
+    held_at: dict[str, Any] | None = None
+    try:
+        # Warm-up: one event per person (creates the persons) and the whole chain has answered.
+        for n in range(args.persons):
+            send(-1 - n)
+        producer.flush(30)
+        warm = [f"ping-{-1 - n}" for n in range(args.persons)]
+        wait_for(lambda: alive() or out_count(warm) >= len(warm), 300, "pipeline warm-up")
+        wait_for(lambda: all(i in queryable.seen for i in warm), 120, "loader warm-up")
+        first = 0
+        for rate in (args.low_rate, *(float(r) for r in args.rates.split(",") if r)):
+            ids, seconds, held, cpu = run_phase(first, rate)
+            first += len(ids)
+            report = {
+                "rate": rate,
+                "held": held,
+                **phase_report(ids, sent, tracer, queryable, seconds),
+                "cpu_s_per_1000": cpu,
+            }
+            phases["low" if not phases else f"step {rate:g}/s"] = report
+            print(json.dumps({name: {f"{rate:g}/s": report["latency_ms"], "held": held}}), file=sys.stderr)
+            if len(phases) > 1:
+                if not held:
+                    break
+                held_at = report
+        time.sleep(2 * QUERY_EVERY_S + 2)  # last rows to ClickHouse (their latency is reported)
+    finally:
+        queryable.close()
+        tracer.close()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
+    return {"events": first, "phases": phases, "held": held_at, "env": extra}
+
+
+def summary(run: dict[str, Any]) -> dict[str, Any]:
+    low, top = run["phases"]["low"], run["held"]
+    return {
+        "low": low["latency_ms"],
+        "held events/s": top["produced events/s"] if top else 0,
+        "held": top["latency_ms"] if top else {},
+        "ClickHouse low": low["queryable_ms"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--low-rate", type=float, default=20.0, help="events/s of the fixed low-rate phase")
@@ -244,134 +365,53 @@ def main() -> None:
         "--grace", type=float, default=3.0, help="held: 99%% out this long after the last produce"
     )
     parser.add_argument("--persons", type=int, default=200)
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for every service")
     parser.add_argument(
-        "--env", action="append", default=[], help="KEY=VALUE for every service (compare settings)"
+        "--compare",
+        action="append",
+        default=[],
+        help="NAME:KEY=VALUE,KEY=VALUE: also run the pipeline with these settings first (same broker, same "
+        "run), e.g. before:TAGSTREAM_INGEST_BATCH_TIMEOUT_S=0.2; ratios are now / NAME",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    serde = Serde()
+    variants: dict[str, dict[str, str]] = {}
+    for spec in args.compare:
+        name, _, pairs = spec.partition(":")
+        variants[name] = dict(kv.split("=", 1) for kv in pairs.split(",") if kv)
+    variants["now"] = dict(kv.split("=", 1) for kv in args.env)
     with bench_broker() as (base, workdir):
-        s = fresh(base, workdir, "pipeline")
-        stamp_on_arrival(s)
-        campaigns = workdir / "campaigns.yaml"
-        campaigns.write_text(CAMPAIGNS)
-        env = {
-            **settings_env(s),
-            "PYTHONPATH": str(REPO),
-            "TAGSTREAM_HEALTH_PORT": "0",
-            "TAGSTREAM_LOADER_PORT": "0",
-            "TAGSTREAM_TRIGGER_CAMPAIGNS_FILE": str(campaigns),
-            "TAGSTREAM_LOADER_FLUSH_SECONDS": "1",
-            "TAGSTREAM_LOG_LEVEL": "WARNING",
-            **dict(kv.split("=", 1) for kv in args.env),
-        }
-        procs = []
-        for name in SERVICES:
-            log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-            argv = [sys.executable, "-m", "services.cli", "run", name]
-            procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=REPO))
-        tracer = Tracer(s)
-        queryable = Queryable(s.data_dir / "loader" / "api.json")
-        producer = make_producer(s, **{"linger.ms": 0})
-        events = topic_name(EVENTS, s)
-        sent: dict[str, int] = {}  # event id -> produce time (wall ms; Kafka's create time is the same)
-
-        def send(n: int) -> None:
-            record = ping(n, n % args.persons)
-            sent[record["message_id"]] = record["event_time"]
-            producer.produce(events, key=record_key(record), value=serde.encode("event", record))
-            producer.poll(0)
-
-        def alive() -> None:
-            for name, proc in zip(SERVICES, procs, strict=True):
-                if proc.poll() is not None:
-                    raise SystemExit(f"{name} exited with {proc.returncode}; see {workdir / name}.log")
-
-        def out_count(ids: list[str]) -> int:
-            return sum(1 for i in ids if tracer.out(i) is not None)
-
-        def run_phase(first: int, rate: float) -> tuple[list[str], float, bool, dict[str, float]]:
-            """Produce ``rate``/s for ``--seconds``; wait until all are out. Held: 99% out in grace.
-            Also: each service's CPU seconds per 1000 events of the phase."""
-            count = int(rate * args.seconds)
-            cpu = {name: cpu_seconds(proc.pid) for name, proc in zip(SERVICES, procs, strict=True)}
-            started = time.monotonic()
-            for k in range(count):
-                while time.monotonic() < started + k / rate:
-                    time.sleep(0.001)
-                send(first + k)
-            producer.flush(30)
-            seconds = time.monotonic() - started
-            ids = [f"ping-{first + k}" for k in range(count)]
-            time.sleep(args.grace)  # the bench's own pacing: what is out by then says "held"
-            held = out_count(ids) >= 0.99 * count
-            wait_for(lambda: alive() or out_count(ids) >= count, 300, f"phase {rate}/s drain")
-            used = {
-                name: round((cpu_seconds(proc.pid) - cpu[name]) * 1000 / count, 2)
-                for name, proc in zip(SERVICES, procs, strict=True)
-            }
-            return ids, seconds, held, used
-
-        phases: dict[str, Any] = {}
-        try:
-            # Warm-up: one event per person (creates the persons) and the whole chain has answered.
-            for n in range(args.persons):
-                send(-1 - n)
-            producer.flush(30)
-            warm = [f"ping-{-1 - n}" for n in range(args.persons)]
-            wait_for(lambda: alive() or out_count(warm) >= len(warm), 300, "pipeline warm-up")
-            wait_for(lambda: all(i in queryable.seen for i in warm), 120, "loader warm-up")
-            first = 0
-            ids, seconds, _, cpu = run_phase(first, args.low_rate)
-            phases["low"] = {
-                "rate": args.low_rate,
-                **phase_report(ids, sent, tracer, queryable, seconds),
-                "cpu_s_per_1000": cpu,
-            }
-            first += len(ids)
-            held_at: dict[str, Any] | None = None
-            for rate in (float(r) for r in args.rates.split(",")):
-                ids, seconds, held, cpu = run_phase(first, rate)
-                first += len(ids)
-                report = {
-                    "rate": rate,
-                    "held": held,
-                    **phase_report(ids, sent, tracer, queryable, seconds),
-                    "cpu_s_per_1000": cpu,
-                }
-                phases[f"step {rate:g}/s"] = report
-                print(json.dumps({f"step {rate:g}/s": report["latency_ms"], "held": held}), file=sys.stderr)
-                if not held:
-                    break
-                held_at = report
-            time.sleep(2 * QUERY_EVERY_S + 2)  # last rows to ClickHouse (their latency is reported)
-        finally:
-            queryable.close()
-            tracer.close()
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(60)
-    low = phases["low"]
-    top = held_at or low
+        runs = {name: run_pipeline(base, workdir, args, name, extra) for name, extra in variants.items()}
+    now = runs["now"]
+    low, top = now["phases"]["low"], now["held"] or now["phases"]["low"]
+    ratios = {
+        "held/low rate": round(top["produced events/s"] / low["produced events/s"], 2),
+        "low p99/p50": round(low["latency_ms"]["p99"] / max(1, low["latency_ms"]["p50"]), 2),
+    }
+    for name, run in runs.items():
+        if name != "now":
+            before = run["phases"]["low"]["latency_ms"]
+            for q in ("p50", "p99"):
+                ratios[f"low {q} now/{name}"] = round(low["latency_ms"][q] / max(1, before[q]), 2)
+            if run["held"] and now["held"]:
+                ratios[f"held rate now/{name}"] = round(
+                    now["held"]["produced events/s"] / run["held"]["produced events/s"], 2
+                )
     write_result(
         args.json,
         {
             "stage": "pipeline",
-            "events": first,
+            "events": now["events"],
             "rates": {
                 "low events/s": round(low["produced events/s"]),
-                "held events/s": round(top["produced events/s"]) if held_at else 0,
+                "held events/s": round(top["produced events/s"]) if now["held"] else 0,
             },
-            "ratios": {
-                "held/low rate": round(top["produced events/s"] / low["produced events/s"], 2),
-                "low p99/p50": round(low["latency_ms"]["p99"] / max(1, low["latency_ms"]["p50"]), 2),
-            },
+            "ratios": ratios,
             "latency_ms": {f"low {k}": v for k, v in low["latency_ms"].items() if k != "max"}
             | {f"held {k}": v for k, v in top["latency_ms"].items() if k != "max"}
             | {f"ClickHouse low {k}": v for k, v in low["queryable_ms"].items() if k != "max"},
-            "phases": phases,
-            "env": args.env,
+            "summary": {name: summary(run) for name, run in runs.items()},
+            "runs": runs,
         },
     )
 
