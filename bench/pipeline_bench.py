@@ -246,6 +246,9 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """One whole pipeline on fresh topics: warm-up, the low-rate phase, then the stepped rates."""
     serde = Serde()
+    extra = dict(extra)
+    without = set(extra.pop("without", "").split("+"))  # e.g. segmenter+loader: what they cost beside
+    services = [service for service in SERVICES if service not in without]
     s = fresh(base, workdir, name)
     stamp_on_arrival(s)
     campaigns = workdir / "campaigns.yaml"
@@ -261,7 +264,7 @@ def run_pipeline(
         **extra,
     }
     procs = []
-    for service in SERVICES:
+    for service in services:
         log = open(workdir / f"{name}-{service}.log", "wb")  # noqa: SIM115 - closed with the process
         argv = [sys.executable, "-m", "services.cli", "run", service]
         procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=REPO))
@@ -278,7 +281,7 @@ def run_pipeline(
         producer.poll(0)
 
     def alive() -> None:
-        for service, proc in zip(SERVICES, procs, strict=True):
+        for service, proc in zip(services, procs, strict=True):
             if proc.poll() is not None:
                 raise SystemExit(
                     f"{service} exited with {proc.returncode}; see {workdir}/{name}-{service}.log"
@@ -291,7 +294,7 @@ def run_pipeline(
         """Produce ``rate``/s for ``--seconds``; wait until all are out. Held: 99% out in grace.
         Also each service's CPU seconds per 1000 events of the phase."""
         count = int(rate * args.seconds)
-        cpu = {service: cpu_seconds(proc.pid) for service, proc in zip(SERVICES, procs, strict=True)}
+        cpu = {service: cpu_seconds(proc.pid) for service, proc in zip(services, procs, strict=True)}
         started = time.monotonic()
         for k in range(count):
             while time.monotonic() < started + k / rate:
@@ -305,7 +308,7 @@ def run_pipeline(
         wait_for(lambda: alive() or out_count(ids) >= count, 300, f"phase {rate}/s drain")
         used = {
             service: round((cpu_seconds(proc.pid) - cpu[service]) * 1000 / count, 2)
-            for service, proc in zip(SERVICES, procs, strict=True)
+            for service, proc in zip(services, procs, strict=True)
         }
         return ids, seconds, held, used
 
@@ -318,7 +321,8 @@ def run_pipeline(
         producer.flush(30)
         warm = [f"ping-{-1 - n}" for n in range(args.persons)]
         wait_for(lambda: alive() or out_count(warm) >= len(warm), 300, "pipeline warm-up")
-        wait_for(lambda: all(i in queryable.seen for i in warm), 120, "loader warm-up")
+        if "loader" in services:
+            wait_for(lambda: all(i in queryable.seen for i in warm), 120, "loader warm-up")
         first = 0
         for rate in (args.low_rate, *(float(r) for r in args.rates.split(",") if r)):
             ids, seconds, held, cpu = run_phase(first, rate)
@@ -343,7 +347,7 @@ def run_pipeline(
             proc.terminate()
         for proc in procs:
             proc.wait(60)
-    return {"events": first, "phases": phases, "held": held_at, "env": extra}
+    return {"events": first, "phases": phases, "held": held_at, "env": extra, "services": services}
 
 
 def summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -370,8 +374,9 @@ def main() -> None:
         "--compare",
         action="append",
         default=[],
-        help="NAME:KEY=VALUE,KEY=VALUE: also run the pipeline with these settings first (same broker, same "
-        "run), e.g. before:TAGSTREAM_INGEST_BATCH_TIMEOUT_S=0.2; ratios are now / NAME",
+        help="NAME:KEY=VALUE,KEY=VALUE: also run the pipeline with these settings first (same broker, "
+        "same run), e.g. before:TAGSTREAM_INGEST_BATCH_TIMEOUT_S=0.2; without=segmenter+loader leaves "
+        "services out; ratios are now / NAME",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
