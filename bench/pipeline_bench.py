@@ -413,7 +413,7 @@ def main() -> None:
             },
             "ratios": ratios,
             "latency_ms": {f"low {k}": v for k, v in low["latency_ms"].items() if k != "max"}
-            | {f"held {k}": v for k, v in top["latency_ms"].items() if k != "max"}
+            | ({f"held {k}": v for k, v in top["latency_ms"].items() if k != "max"} if now["held"] else {})
             | {f"ClickHouse low {k}": v for k, v in low["queryable_ms"].items() if k != "max"},
             "summary": {name: summary(run) for name, run in runs.items()},
             "runs": runs,
