@@ -44,10 +44,12 @@ def stages(quick: bool) -> dict[str, list[str]]:
         "pipeline": [
             py,
             "bench/pipeline_bench.py",
-            "--rate",
-            "20" if quick else "100",
+            "--low-rate",
+            "10" if quick else "20",
+            "--rates",
+            "20" if quick else "50,100,200",
             "--seconds",
-            "10" if quick else "30",
+            "10" if quick else "20",
         ],
     }
 

@@ -14,7 +14,11 @@ DEFAULT_HEALTH_PORT = 9101
 class IngestSettings(Settings):
     ingest_group_id: str = "tagstream-ingest"
     ingest_batch_size: int = Field(default=1000, description="Records per consume/produce/commit cycle.")
-    ingest_batch_timeout_s: float = Field(default=0.2, description="Longest wait for a batch to fill.")
+    ingest_batch_timeout_s: float = Field(
+        default=0.05,
+        description="Longest wait for a batch to fill: every record of a batch that is not full waits "
+        "this long before its transaction commits (latency); full batches never wait.",
+    )
     ingest_future_tolerance_s: int = Field(default=600, description="How far event_time may be ahead of now.")
     ingest_horizon_days: int = Field(default=30, description="Oldest event_time accepted unless backfill.")
     ingest_backfill_horizon_days: int = Field(

@@ -9,7 +9,6 @@ Decision functions never mutate a state they are given; they return a copy.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -71,7 +70,16 @@ class PersonState:
     conversions: dict[str, int] = field(default_factory=dict)  # campaign id -> last conversion
 
     def copy(self) -> PersonState:
-        return copy.deepcopy(self)
+        # New containers, shared elements: the elements are frozen dataclasses and nothing mutates
+        # a TriggerRef's properties, so this is as safe as a deep copy at a fraction of its cost
+        # (deepcopy was a third of the trigger's CPU per input, profiled).
+        return PersonState(
+            dict(self.pending),
+            dict(self.timers),
+            list(self.sends),
+            dict(self.entries),
+            dict(self.conversions),
+        )
 
     def next_due_ms(self) -> int | None:
         """When the adapter should next call ``on_tick`` for this person (None: nothing waiting)."""
