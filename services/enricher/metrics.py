@@ -11,7 +11,7 @@ DEAD_LETTERS = Counter(
 )
 DUPLICATES = Counter("enricher_duplicates_total", "Replayed records skipped (already applied).", ["stage"])
 REEMITTED = Counter(
-    "enricher_reemitted_total", "Replays of an applied position: stored outputs sent again.", ["stage"]
+    "enricher_reemitted_total", "Stored outputs sent again by a replay (not found on enriched).", ["stage"]
 )
 MERGES = Counter("enricher_merges_total", "Persons merged into another.", ["stage"])
 LATENCY = Histogram(

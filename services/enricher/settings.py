@@ -35,6 +35,10 @@ class EnricherSettings(Settings):
     enricher_replication_factor: int = Field(
         default=1, description="Replication of the changelog topics faust creates (3 on a real cluster)."
     )
+    enricher_readback_records: int = Field(
+        default=20_000,
+        description="Records read back from the end of an enriched partition at its first replay.",
+    )
     enricher_crash_after_state_write: str = Field(
         default="",
         description="Test only: the person stage exits after this message's state write, before its outputs.",

@@ -41,6 +41,7 @@ class Outcome:
     sends: list[Send] = field(default_factory=list)
     writes: dict[str, Any] = field(default_factory=dict)
     message_ids: tuple[str, ...] = ()  # of the input, for logs and the test-only crash hook
+    read_back: int | None = None  # ask again once this partition's enriched end is read (readback.py)
 
 
 class Stages:
@@ -48,6 +49,9 @@ class Stages:
         self, serde: Serde, cfg: PersonConfig, conflict_policy: str, topics: Mapping[str, str]
     ) -> None:
         self.serde, self.cfg, self.policy, self.topics = serde, cfg, conflict_policy, topics
+        # partition -> (message_id, kind) found at the end of enriched (readback.py), read at the
+        # partition's first replay of an applied record in this process.
+        self.produced: dict[int, set[tuple[str, str]]] = {}
 
     def identity(
         self, table: Mapping[str, Any], source: SourcePosition, committed: int | None = None
@@ -112,14 +116,22 @@ class Stages:
     def _applied_before(
         self, state: dict[str, Any], env: dict[str, Any], dedup: str, source: SourcePosition
     ) -> Outcome:
-        """A record already applied: a replay of its own position sends its outputs again (they
-        may have been lost with the crash); a copy at another position is skipped."""
+        """A record already applied: a replay of its own position sends the outputs that are not
+        on enriched (lost with the crash) and the current profile; a copy at another position is
+        skipped."""
         stored = state.get("outbox", {}).get(dedup)
         if stored is None or stored["o"] != source.offset:
             metrics.DUPLICATES.labels("person").inc()
             return Outcome()
-        metrics.REEMITTED.labels("person").inc()
-        outputs = outbox.replay(stored, env["original"])
+        found = self.produced.get(source.partition)
+        if found is None:
+            return Outcome(read_back=source.partition)
+        outputs = [
+            (output, value)
+            for output, value in outbox.replay(stored, env["original"])
+            if output != "enriched" or (value["message_id"], value["kind"]) not in found
+        ]
+        metrics.REEMITTED.labels("person").inc(len(outputs))
         outputs.append(("profile", prof.to_record(state["profile"], env["person_id"])))
         return Outcome(sends=self._sends(outputs))
 

@@ -137,6 +137,8 @@ class TestCrashBetweenStateAndOutputs:
         source = SourcePosition("routed", 0, 500, b"p", value)
         first = p.stages.person(p.persons, source)
         p.persons.update(first.writes)  # the crash: the state is kept, the sends are lost
+        assert p.stages.person(p.persons, source).read_back == 0  # first: what is on enriched?
+        p.stages.produced[0] = set()  # nothing of it
         replay = p.stages.person(p.persons, source)
         assert replay.writes == {}
         assert [s.value for s in replay.sends] == [s.value for s in first.sends]
@@ -167,9 +169,22 @@ class TestCrashBetweenStateAndOutputs:
         source = SourcePosition("routed", 0, 901, b"p", merge)
         first = p.stages.person(p.persons, source)
         p.persons.update(first.writes)
+        p.stages.produced[0] = set()
         replay = p.stages.person(p.persons, source)
         assert [s.value for s in replay.sends] == [s.value for s in first.sends]
         assert [s.output for s in replay.sends] == ["routed", "profiles"]
+
+    def test_outputs_found_on_enriched_are_not_sent_again(self):
+        """The crash came after the outputs left: the replay sends only the current profile."""
+        p = Pipeline()
+        value = _routed_envelope(p, "event", event("e1", T0, install_id="d1"))
+        source = SourcePosition("routed", 0, 600, b"p", value)
+        first = p.stages.person(p.persons, source)
+        p.persons.update(first.writes)
+        p.stages.produced[0] = {("e1", "event"), ("e1:start", "session_start")}
+        replay = p.stages.person(p.persons, source)
+        assert [s.output for s in replay.sends] == ["profiles"]
+        assert replay.sends[0].value == first.sends[-1].value
 
     def test_the_outbox_forgets_committed_positions(self):
         """Entries below the committed offset can never be replayed: only the live ones are kept."""

@@ -1,0 +1,59 @@
+"""What the person stage already produced for a partition: the end of that partition of ``enriched``.
+
+Why: after a crash the replay of an applied record sends its stored outputs again (``outbox.py``),
+but usually they had left before the crash, and a second copy on ``enriched`` becomes a second row
+or a second count downstream. ``enriched`` and ``enricher.routed`` are both keyed by person id with
+the same partition count and faust's partitioner, so what partition p of the person stage produced
+is at the end of partition p of ``enriched``, and nobody else writes there. Reading its last
+records once, at the first replay of the partition, lets the stage re-send only what is missing.
+A record not found (older than the read window, or partition counts that differ) is sent again:
+the read-back can only spare copies, never lose an output.
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import TopicPartition
+
+from services.common.kafka import make_reader, watermarks
+from services.common.logs import get_logger
+from services.common.serde import Serde, SerdeError
+from services.common.settings import Settings
+from services.common.topics import ENRICHED, topic_name
+
+log = get_logger("enricher")
+Produced = set[tuple[str, str]]  # (message_id, kind) of enriched records
+
+
+def produced(
+    settings: Settings, serde: Serde, partition: int, records: int, timeout: float = 30.0
+) -> Produced:
+    """(message_id, kind) of the last ``records`` records of ``enriched`` partition ``partition``;
+    empty when the end cannot be read in ``timeout`` (then everything is sent again)."""
+    name = topic_name(ENRICHED, settings)
+    reader = make_reader(settings, **{"enable.partition.eof": True})
+    found: Produced = set()
+    try:
+        low, high = watermarks(reader, TopicPartition(name, partition))
+        if high <= low:
+            return found
+        reader.assign([TopicPartition(name, partition, max(low, high - records))])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in reader.consume(1000, timeout=0.5):
+                if message.error():
+                    if message.error().code() == -191:  # _PARTITION_EOF
+                        return found
+                    continue
+                try:
+                    record = serde.decode(message.value())[1]
+                    found.add((record["message_id"], record["kind"]))
+                except (SerdeError, KeyError):
+                    continue
+                if message.offset() + 1 >= high:
+                    return found
+        log.warning("enriched read-back timed out", extra={"partition": partition})
+        return set()
+    finally:
+        reader.close()
