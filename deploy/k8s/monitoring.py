@@ -491,6 +491,10 @@ def panels() -> list[dict]:
             [
                 ("sum(tagstream_loader_buffered_records)", "buffered"),
                 ("sum(rate(tagstream_loader_sink_retries_total[5m]))", "retries/s"),
+                (
+                    "sum by (topic) (rate(tagstream_loader_copies_dropped_total[5m]))",
+                    "copies dropped {{topic}}",
+                ),
             ],
         ),
         _panel("Analytics query latency", _quantiles("tagstream_loader_query_seconds", "kind"), "s"),
