@@ -38,7 +38,7 @@ from services.common.runtime import StopFlag
 from services.common.serde import Serde
 from services.common.topics import ENRICHED, VALID_TAGS, topic_name
 from services.loader import ddl
-from services.loader.batcher import Batch, Item
+from services.loader.batcher import Batch
 from services.loader.enriched import ENRICHED_ROUTE
 from services.loader.main import Loader
 from services.loader.rows import ROUTES, SOURCE_COLUMNS
@@ -98,11 +98,11 @@ class TimedLoader(Loader):
         self.first: float | None = None
         self.done = threading.Event()
 
-    def _buffer(self, topic: str, partition: int, items: list[Item]) -> None:
+    def _buffer(self, topic: str, partition: int, offsets: list[int], *columns: list) -> None:
         if self.first is None:
             self.first = time.perf_counter()
-        super()._buffer(topic, partition, items)
-        self.consumed += len(items)
+        super()._buffer(topic, partition, offsets, *columns)
+        self.consumed += len(offsets)
         if self.consumed == self.target:
             # Everything is read: flush the partial batches now instead of after the time window
             # (what SIGTERM does), so the rate measures work, not the wait for the window.
@@ -110,7 +110,7 @@ class TimedLoader(Loader):
 
     def process(self, batch: Batch, stop: StopFlag) -> None:
         super().process(batch, stop)
-        self.loaded += len(batch.items)
+        self.loaded += len(batch)
         if self.loaded >= self.target:
             self.last = time.perf_counter()
             self.done.set()

@@ -21,7 +21,6 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from services.loader.batcher import Item
 from services.loader.native import NativeLoader
 from services.loader.rows import SOURCE_COLUMNS, Row
 
@@ -86,7 +85,8 @@ class ClickHouseSink:
         record_type: str,
         topic: str,
         partition: int,
-        items: Sequence[Item],
+        offsets: Sequence[int],
+        values: Sequence[bytes | None],
         persons: Sequence[str] | None = None,
     ) -> bool:
         """The records decoded and converted by ClickHouse (native.py), with the token of their
@@ -94,7 +94,7 @@ class ClickHouseSink:
         if not self.native.enabled:
             return False
         with self.lock:
-            done = self.native.load(table, columns, record_type, topic, partition, items, persons)
+            done = self.native.load(table, columns, record_type, topic, partition, offsets, values, persons)
         self.native_batches += done
         return done
 
