@@ -3,7 +3,8 @@
 One batch = a contiguous offset range of one partition, flushed every
 ``TAGSTREAM_LOADER_FLUSH_SECONDS`` or at ``TAGSTREAM_LOADER_FLUSH_ROWS``. Its path:
 
-    record intent     (topic, partition, first, last) into loader_batches
+    record intent     (topic, partition, first, last) into loader_batches (one statement for
+                      all batches due at once)
     fast path         routes whose conversion is SQL (native.py: tags, events) on chDB: the
                       batch's Avro bodies framed into one container that ClickHouse decodes and
                       converts in one INSERT ... SELECT with the batch's token; anything unusual
@@ -111,11 +112,9 @@ class Loader:
             for topic, partition, offsets, keys, values in runs(self.consumer.consume(5000, timeout=poll)):
                 self._buffer(topic, partition, offsets, keys, values)
             self.ready = True
-            for batch in self.batcher.due(time.monotonic()):
-                self.process(batch, stop)
+            self.process_all(self.batcher.due(time.monotonic()), stop)
             metrics.BUFFERED.set(len(self.batcher))
-        for batch in self.batcher.drain(time.monotonic()):  # SIGTERM: finish, commit, close
-            self.process(batch, stop)
+        self.process_all(self.batcher.drain(time.monotonic()), stop)  # SIGTERM: finish, commit, close
 
     def _buffer(
         self, topic: str, partition: int, offsets: list[int], keys: list[Bytes], values: list[Bytes]
@@ -140,7 +139,26 @@ class Loader:
         self._checked.difference_update(tps)
 
     # -- one batch, top to bottom -----------------------------------------------------------
+    def process_all(self, batches: list[Batch], stop: StopFlag) -> None:
+        """The intents of all due batches in one statement (chDB spends as long on one statement
+        as on thousands of rows), then each batch."""
+        if not batches:
+            return
+        intents = [(b.topic, b.partition, b.first, b.last) for b in batches]
+        while True:  # ClickHouse away: retry, never insert without the intent
+            try:
+                self.sink.record_intents(intents)
+                break
+            except SinkUnavailable as exc:
+                metrics.SINK_RETRIES.inc()
+                log.warning("clickhouse unavailable", extra={"error": str(exc), "token": batches[0].token})
+                if stop.wait(2.0):
+                    return  # nothing inserted, nothing committed: the next run replays them
+        for batch in batches:
+            self.process(batch, stop)
+
     def process(self, batch: Batch, stop: StopFlag) -> None:
+        """One batch whose intent is recorded (:meth:`process_all`): insert, dead letters, commit."""
         route = self.routes[batch.topic]
         with metrics.FLUSH_SECONDS.time():
             outcome = self.insert(route, batch, stop)
@@ -164,14 +182,13 @@ class Loader:
     def insert(
         self, route: Route | FanOutRoute, batch: Batch, stop: StopFlag
     ) -> tuple[dict[str, int], list[tuple[Item, Rejection]]] | None:
-        """Intent, then the rows: decoded by ClickHouse where it can (native.py), else decoded and
-        converted here. Returns rows loaded per table and the records that cannot load; None if
+        """The rows (intent already recorded): decoded by ClickHouse where it can (native.py), else
+        decoded and converted here. Returns rows loaded per table and the records that cannot load; None if
         stopped while ClickHouse was unavailable."""
         converted: Converted | None = None
         loaded: dict[str, int] = {}
         while True:  # ClickHouse away: retry the same batch (same tokens), never skip it
             try:
-                self.sink.record_intent(batch.topic, batch.partition, batch.first, batch.last)
                 if isinstance(route, Route) and self.sink.load_avro(
                     route.table, route.columns, route.topic.record_type or "", batch.topic, batch.partition,
                     batch.offsets, batch.values,
