@@ -33,7 +33,8 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from itertools import groupby
+from itertools import compress, pairwise
+from operator import ne, or_
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
@@ -76,15 +77,18 @@ def runs(
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error", extra={"error": str(error)})
         messages = [m for m, error in zip(messages, errors, strict=True) if error is None]
-    partitions = list(zip(map(Message.topic, messages), map(Message.partition, messages), strict=True))
+    topics = list(map(Message.topic, messages))
+    partitions = list(map(Message.partition, messages))
     offsets = list(map(Message.offset, messages))
     keys = list(map(Message.key, messages))
     values = list(map(Message.value, messages))
-    start = 0
-    for (topic, partition), run in groupby(partitions):
-        end = start + len(list(run))
-        yield topic, partition, offsets[start:end], keys[start:end], values[start:end]
-        start = end
+    # Where the partition changes, found without a tuple per message (their garbage collections
+    # cost as much as the rest of this function in a process holding many objects).
+    changes = map(or_, map(ne, partitions[1:], partitions), map(ne, topics[1:], topics))
+    cuts = [0, *compress(range(1, len(messages)), changes), len(messages)]
+    for start, end in pairwise(cuts):
+        if start < end:
+            yield topics[start], partitions[start], offsets[start:end], keys[start:end], values[start:end]
 
 
 class Loader:
