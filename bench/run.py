@@ -37,10 +37,17 @@ def stages(quick: bool) -> dict[str, list[str]]:
         "ingest": [py, "bench/ingest_bench.py", "--records", "5000" if quick else "20000"],
         "enricher": [py, "bench/enricher_bench.py", "--records", "3000" if quick else "20000"],
         "enricher state": [py, "bench/enricher_state_bench.py", "--persons"]
-        + (["1000"] if quick else ["10000", "100000"]),
+        + (["1000"] if quick else ["3000", "30000"]),  # 1M extrapolated from the marginal cost
         "segmenter core": [py, "-m", "services.segmenter.bench", "--facts", "5000" if quick else "50000"],
         "segmenter": [py, "bench/segmenter_bench.py", "--records", "2000" if quick else "10000"],
-        "loader": [py, "bench/loader_bench.py", "--rows", "20000" if quick else "200000"],
+        "loader": [
+            py,
+            "bench/loader_bench.py",
+            "--rows",
+            "20000" if quick else "200000",
+            "--default-lag-samples",  # two samples at the 60 s default window: one more minute
+            "0" if quick else "2",
+        ],
         "pipeline": [
             py,
             "bench/pipeline_bench.py",

@@ -11,7 +11,10 @@ and ClickHouse could not recognise the retried block: :meth:`Batcher.set_boundar
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple
 
 TopicPartition = tuple[str, int]
@@ -25,17 +28,30 @@ class Item(NamedTuple):  # a tuple: built once per consumed message, so it must 
 
 @dataclass(frozen=True)
 class Batch:
+    """Columns, not one object per message: the fast path (native.py) needs only the offsets and
+    values, and building an :class:`Item` per consumed message cost more than framing it."""
+
     topic: str
     partition: int
-    items: tuple[Item, ...]
+    offsets: Sequence[int]
+    keys: Sequence[bytes | None]
+    values: Sequence[bytes | None]
 
     @property
     def first(self) -> int:
-        return self.items[0].offset
+        return self.offsets[0]
 
     @property
     def last(self) -> int:
-        return self.items[-1].offset
+        return self.offsets[-1]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @cached_property
+    def items(self) -> tuple[Item, ...]:
+        """One :class:`Item` per record, for the Python path and dead letters."""
+        return tuple(map(Item, self.offsets, self.keys, self.values))
 
     @property
     def token(self) -> str:
@@ -45,7 +61,9 @@ class Batch:
 @dataclass
 class _Buffer:
     started: float
-    items: list[Item] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
     boundary: int | None = None  # replay: cut exactly after this offset
 
 
@@ -57,20 +75,26 @@ class Batcher:
 
     def add(self, topic: str, partition: int, item: Item, now: float) -> bool:
         """Buffer a message; returns True when it starts a new buffer for its partition."""
-        buffer = self._buffers.get((topic, partition))
-        if buffer is None:
-            self._buffers[(topic, partition)] = _Buffer(now, [item])
-            return True
-        buffer.items.append(item)
-        return False
+        return self.extend(topic, partition, [item.offset], [item.key], [item.value], now)
 
-    def extend(self, topic: str, partition: int, items: list[Item], now: float) -> bool:
-        """Buffer consecutive messages of one partition; True when they start a new buffer."""
+    def extend(
+        self,
+        topic: str,
+        partition: int,
+        offsets: list[int],
+        keys: list[bytes | None],
+        values: list[bytes | None],
+        now: float,
+    ) -> bool:
+        """Buffer consecutive messages of one partition, as columns; True when they start a new
+        buffer."""
         buffer = self._buffers.get((topic, partition))
         if buffer is None:
-            self._buffers[(topic, partition)] = _Buffer(now, items)
+            self._buffers[(topic, partition)] = _Buffer(now, offsets, keys, values)
             return True
-        buffer.items.extend(items)
+        buffer.offsets += offsets
+        buffer.keys += keys
+        buffer.values += values
         return False
 
     def set_boundary(self, topic: str, partition: int, last_offset: int) -> None:
@@ -83,10 +107,10 @@ class Batcher:
         batches = []
         for (topic, partition), buffer in list(self._buffers.items()):
             if buffer.boundary is not None:
-                reached = buffer.items[-1].offset >= buffer.boundary
+                reached = buffer.offsets[-1] >= buffer.boundary
                 if reached or now - buffer.started >= self.flush_seconds:
                     batches.append(self._take(topic, partition, buffer.boundary, now))
-            elif len(buffer.items) >= self.flush_rows or now - buffer.started >= self.flush_seconds:
+            elif len(buffer.offsets) >= self.flush_rows or now - buffer.started >= self.flush_seconds:
                 batches.append(self._take(topic, partition, None, now))
         return batches
 
@@ -105,15 +129,15 @@ class Batcher:
 
     def _take(self, topic: str, partition: int, boundary: int | None, now: float) -> Batch:
         buffer = self._buffers.pop((topic, partition))
-        items = buffer.items
+        offsets, keys, values = buffer.offsets, buffer.keys, buffer.values
         if boundary is None:
-            cut = min(len(items), self.flush_rows)
-        else:
-            cut = sum(1 for item in items if item.offset <= boundary) or min(len(items), self.flush_rows)
-        rest = items[cut:]
-        if rest:  # the remainder starts the next batch, whose clock starts now
-            self._buffers[(topic, partition)] = _Buffer(now, rest)
-        return Batch(topic, partition, tuple(items[:cut]))
+            cut = min(len(offsets), self.flush_rows)
+        else:  # offsets ascend: the boundary's position
+            cut = bisect_right(offsets, boundary) or min(len(offsets), self.flush_rows)
+        if cut < len(offsets):  # the remainder starts the next batch, whose clock starts now
+            self._buffers[(topic, partition)] = _Buffer(now, offsets[cut:], keys[cut:], values[cut:])
+            offsets, keys, values = offsets[:cut], keys[:cut], values[:cut]
+        return Batch(topic, partition, offsets, keys, values)
 
     def __len__(self) -> int:
-        return sum(len(b.items) for b in self._buffers.values())
+        return sum(len(b.offsets) for b in self._buffers.values())

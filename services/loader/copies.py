@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from itertools import compress
 
 from services.loader.batcher import Batch, Item
 
@@ -76,5 +77,9 @@ class CopyFilter:
         if self.window <= 0:
             return batch, 0
         recent = self._recent(batch.topic, batch.partition, batch.first)
-        kept = tuple(item for item in batch.items if not recent.is_copy(item.offset, item.value))
-        return Batch(batch.topic, batch.partition, kept), len(batch.items) - len(kept)
+        keep = [not recent.is_copy(o, v) for o, v in zip(batch.offsets, batch.values, strict=True)]
+        if all(keep):
+            return batch, 0
+        columns = (batch.offsets, batch.keys, batch.values)
+        offsets, keys, values = (list(compress(column, keep)) for column in columns)
+        return Batch(batch.topic, batch.partition, offsets, keys, values), keep.count(False)

@@ -3,7 +3,8 @@
 One batch = a contiguous offset range of one partition, flushed every
 ``TAGSTREAM_LOADER_FLUSH_SECONDS`` or at ``TAGSTREAM_LOADER_FLUSH_ROWS``. Its path:
 
-    record intent     (topic, partition, first, last) into loader_batches
+    record intent     (topic, partition, first, last) into loader_batches (one statement for
+                      all batches due at once)
     fast path         routes whose conversion is SQL (native.py: tags, events) on chDB: the
                       batch's Avro bodies framed into one container that ClickHouse decodes and
                       converts in one INSERT ... SELECT with the batch's token; anything unusual
@@ -32,8 +33,10 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from itertools import compress, pairwise
+from operator import ne, or_
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from services.common.clickhouse import client_for
 from services.common.kafka import make_consumer, make_producer, make_reader
@@ -57,8 +60,36 @@ log = get_logger("tagstream.loader")
 # An envelope left to the fast path: (original bytes at the envelope's offset, person, original's
 # record type, the decoded envelope, the consumed item) — the last two for the Python fallback.
 NativeEntry = tuple[Item, str, str, dict, Item]
+Bytes = bytes | None  # a message's key or value
 Converted = tuple[dict[str, list[Pending]], list[tuple[Item, Rejection]], dict[str, list[NativeEntry]]]
 SERVICE = "loader"
+
+
+def runs(
+    messages: list[Message],
+) -> Iterator[tuple[str, int, list[int], list[Bytes], list[Bytes]]]:
+    """Consumed messages as columns, one run of consecutive messages of a partition at a time.
+
+    Column by column with ``map`` over the C accessors: a Python step per message (an object, a
+    dict lookup) cost more than ClickHouse needs to insert the row."""
+    errors = list(map(Message.error, messages))
+    if any(errors):
+        for error in filter(None, errors):
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error", extra={"error": str(error)})
+        messages = [m for m, error in zip(messages, errors, strict=True) if error is None]
+    topics = list(map(Message.topic, messages))
+    partitions = list(map(Message.partition, messages))
+    offsets = list(map(Message.offset, messages))
+    keys = list(map(Message.key, messages))
+    values = list(map(Message.value, messages))
+    # Where the partition changes, found without a tuple per message (their garbage collections
+    # cost as much as the rest of this function in a process holding many objects).
+    changes = map(or_, map(ne, partitions[1:], partitions), map(ne, topics[1:], topics))
+    cuts = [0, *compress(range(1, len(messages)), changes), len(messages)]
+    for start, end in pairwise(cuts):
+        if start < end:
+            yield topics[start], partitions[start], offsets[start:end], keys[start:end], values[start:end]
 
 
 class Loader:
@@ -85,35 +116,22 @@ class Loader:
         self.consumer.subscribe(list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke)
         poll = min(0.5, self.settings.loader_flush_seconds / 4)
         while not stop.is_set:
-            messages = self.consumer.consume(num_messages=5000, timeout=poll)
-            consumed: dict[tuple[str, int], list[Item]] = {}
-            for message in messages:
-                if message.error():
-                    if message.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consume error", extra={"error": str(message.error())})
-                    continue
-                key = (message.topic(), message.partition())
-                item = Item(message.offset(), message.key(), message.value())
-                if key in consumed:
-                    consumed[key].append(item)
-                else:
-                    consumed[key] = [item]
-            for (topic, partition), items in consumed.items():
-                self._buffer(topic, partition, items)
+            for topic, partition, offsets, keys, values in runs(self.consumer.consume(5000, timeout=poll)):
+                self._buffer(topic, partition, offsets, keys, values)
             self.ready = True
-            for batch in self.batcher.due(time.monotonic()):
-                self.process(batch, stop)
+            self.process_all(self.batcher.due(time.monotonic()), stop)
             metrics.BUFFERED.set(len(self.batcher))
-        for batch in self.batcher.drain(time.monotonic()):  # SIGTERM: finish, commit, close
-            self.process(batch, stop)
+        self.process_all(self.batcher.drain(time.monotonic()), stop)  # SIGTERM: finish, commit, close
 
-    def _buffer(self, topic: str, partition: int, items: list[Item]) -> None:
+    def _buffer(
+        self, topic: str, partition: int, offsets: list[int], keys: list[Bytes], values: list[Bytes]
+    ) -> None:
         """Buffer a partition's consumed messages; a partition's first after assignment looks up
         whether a crashed run left an intent starting there (its replay boundary)."""
-        self.batcher.extend(topic, partition, items, time.monotonic())
+        self.batcher.extend(topic, partition, offsets, keys, values, time.monotonic())
         if (topic, partition) not in self._checked:
             self._checked.add((topic, partition))
-            boundary = self.sink.pending_boundary(topic, partition, items[0].offset)
+            boundary = self.sink.pending_boundary(topic, partition, offsets[0])
             if boundary is not None:
                 log.info("replaying batch", extra={"topic": topic, "partition": partition, "last": boundary})
                 self.batcher.set_boundary(topic, partition, boundary)
@@ -153,16 +171,34 @@ class Loader:
             self._reader.unassign()
 
     # -- one batch, top to bottom -----------------------------------------------------------
+    def process_all(self, batches: list[Batch], stop: StopFlag) -> None:
+        """The intents of all due batches in one statement (chDB spends as long on one statement
+        as on thousands of rows), then each batch."""
+        if not batches:
+            return
+        intents = [(b.topic, b.partition, b.first, b.last) for b in batches]
+        while True:  # ClickHouse away: retry, never insert without the intent
+            try:
+                self.sink.record_intents(intents)
+                break
+            except SinkUnavailable as exc:
+                metrics.SINK_RETRIES.inc()
+                log.warning("clickhouse unavailable", extra={"error": str(exc), "token": batches[0].token})
+                if stop.wait(2.0):
+                    return  # nothing inserted, nothing committed: the next run replays them
+        for batch in batches:
+            self.process(batch, stop)
+
     def process(self, batch: Batch, stop: StopFlag) -> None:
+        """One batch whose intent is recorded (:meth:`process_all`): insert, dead letters, commit."""
         route = self.routes[batch.topic]
         with metrics.FLUSH_SECONDS.time():
+            # The intent (process_all) names the whole consumed range: a restart cuts its replay
+            # there, and the same range gives the same copies, so the same rows and insert tokens.
             kept, copies = self.copies.keep(batch)
             if copies:
                 metrics.COPIES.labels(batch.topic).inc(copies)
-            # The intent names the whole consumed range: a restart cuts its replay there, and the
-            # same range gives the same copies, so the same rows and insert tokens.
-            span = (batch.first, batch.last)
-            outcome = self.insert(route, kept, stop, span) if kept.items else ({}, [])
+            outcome = self.insert(route, kept, stop) if len(kept) else ({}, [])
             if outcome is None:
                 return  # stopped while ClickHouse was away: not committed, the next run replays it
             loaded, rejections = outcome
@@ -171,7 +207,7 @@ class Loader:
             self.consumer.commit(
                 offsets=[TopicPartition(batch.topic, batch.partition, batch.last + 1)], asynchronous=False
             )
-        metrics.RECORDS.labels(batch.topic).inc(len(batch.items))
+        metrics.RECORDS.labels(batch.topic).inc(len(batch))
         for table, rows in loaded.items():
             metrics.ROWS.labels(table).inc(rows)
             metrics.BATCHES.labels(table).inc()
@@ -181,29 +217,30 @@ class Loader:
         )
 
     def insert(
-        self, route: Route | FanOutRoute, batch: Batch, stop: StopFlag, span: tuple[int, int] | None = None
+        self, route: Route | FanOutRoute, batch: Batch, stop: StopFlag
     ) -> tuple[dict[str, int], list[tuple[Item, Rejection]]] | None:
-        """Intent, then the rows: decoded by ClickHouse where it can (native.py), else decoded and
-        converted here. Returns rows loaded per table and the records that cannot load; None if
+        """The rows (intent already recorded): decoded by ClickHouse where it can (native.py), else
+        decoded and converted here. Returns rows loaded per table and the records that cannot load; None if
         stopped while ClickHouse was unavailable."""
         converted: Converted | None = None
         loaded: dict[str, int] = {}
         while True:  # ClickHouse away: retry the same batch (same tokens), never skip it
             try:
-                first, last = span or (batch.first, batch.last)
-                self.sink.record_intent(batch.topic, batch.partition, first, last)
                 if isinstance(route, Route) and self.sink.load_avro(
                     route.table, route.columns, route.topic.record_type or "", batch.topic, batch.partition,
-                    batch.items,
+                    batch.offsets, batch.values,
                 ):  # fmt: skip
-                    return {route.table: len(batch.items)}, []
+                    return {route.table: len(batch)}, []
                 converted = converted or self.convert(route, batch)
                 tables, rejections, natives = converted
                 for table, entries in sorted(natives.items()):
-                    items, persons = [e[0] for e in entries], [e[1] for e in entries]
+                    offsets, values = [e[0].offset for e in entries], [e[0].value for e in entries]
+                    persons = [e[1] for e in entries]
+                    record_type = entries[0][2]
                     if self.sink.load_avro(
-                        table, COLUMNS[table], entries[0][2], batch.topic, batch.partition, items, persons
-                    ):
+                        table, COLUMNS[table], record_type, batch.topic, batch.partition, offsets, values,
+                        persons,
+                    ):  # fmt: skip
                         loaded[table] = len(entries)
                     else:  # the Python path for this table, same offsets so the same token
                         rows = tables.get(table, []) + self._python_rows(route, entries, rejections)

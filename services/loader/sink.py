@@ -21,7 +21,6 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from services.loader.batcher import Item
 from services.loader.native import NativeLoader
 from services.loader.rows import SOURCE_COLUMNS, Row
 
@@ -72,11 +71,22 @@ class ClickHouseSink:
         return int(result[0][0]) if result else None
 
     def record_intent(self, topic: str, partition: int, first: int, last: int) -> None:
+        self.record_intents([(topic, partition, first, last)])
+
+    def record_intents(self, intents: Sequence[tuple[str, int, int, int]]) -> None:
+        """Several batches' (topic, partition, first, last) in one statement: a statement costs
+        chDB as much as thousands of rows."""
+        values = ", ".join(
+            f"({{t{i}:String}}, {{p{i}:UInt16}}, {{f{i}:UInt64}}, {{l{i}:UInt64}})"
+            for i in range(len(intents))
+        )
+        parameters = {}
+        for i, (topic, partition, first, last) in enumerate(intents):
+            parameters.update({f"t{i}": topic, f"p{i}": partition, f"f{i}": first, f"l{i}": last})
         self._call(
             self.client.command,  # one statement (client.insert would stage a file and describe the table)
-            "INSERT INTO loader_batches (topic, partition, first_offset, last_offset) "
-            "VALUES ({t:String}, {p:UInt16}, {f:UInt64}, {l:UInt64})",
-            parameters={"t": topic, "p": partition, "f": first, "l": last},
+            f"INSERT INTO loader_batches (topic, partition, first_offset, last_offset) VALUES {values}",
+            parameters=parameters,
         )
 
     def load_avro(
@@ -86,7 +96,8 @@ class ClickHouseSink:
         record_type: str,
         topic: str,
         partition: int,
-        items: Sequence[Item],
+        offsets: Sequence[int],
+        values: Sequence[bytes | None],
         persons: Sequence[str] | None = None,
     ) -> bool:
         """The records decoded and converted by ClickHouse (native.py), with the token of their
@@ -94,7 +105,7 @@ class ClickHouseSink:
         if not self.native.enabled:
             return False
         with self.lock:
-            done = self.native.load(table, columns, record_type, topic, partition, items, persons)
+            done = self.native.load(table, columns, record_type, topic, partition, offsets, values, persons)
         self.native_batches += done
         return done
 

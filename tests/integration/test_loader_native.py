@@ -58,6 +58,11 @@ def sink(chdb_dsn):
     client.close()
 
 
+def columns(items: list[Item]) -> tuple[list[int], list[bytes | None]]:
+    """A batch as the loader hands it over: offsets and values."""
+    return [i.offset for i in items], [i.value for i in items]
+
+
 def rows(sink: ClickHouseSink, table: str, topic: str, first_offset: int) -> list[tuple]:
     """The rows loaded from ``topic``, without ``_topic``, offsets relative to the batch's first."""
     columns = ", ".join((*COLUMNS[table], *SOURCE_COLUMNS))
@@ -76,7 +81,7 @@ def test_clickhouse_decoding_gives_the_python_paths_rows(sink, table):
     record_type = ROUTE[table].topic.record_type
     data = records(table)
     items = [Item(100 + i, None, SERDE.encode(record_type, r)) for i, r in enumerate(data)]
-    assert sink.load_avro(table, COLUMNS[table], record_type, "native", 0, items)
+    assert sink.load_avro(table, COLUMNS[table], record_type, "native", 0, *columns(items))
     pending = [Pending(200 + i, ROUTE[table].rows(r)) for i, r in enumerate(data)]
     assert sink.load(table, COLUMNS[table], "python", 0, pending) == []
     native = rows(sink, table, "native", 100)
@@ -89,8 +94,8 @@ def test_a_replayed_batch_is_deduplicated_on_either_path(sink):
     """The same range again — fast path or Python path — adds nothing: the token is the range's."""
     data = records("tags", 10)
     items = [Item(i, None, SERDE.encode("tag_hit", r)) for i, r in enumerate(data)]
-    assert sink.load_avro("tags", COLUMNS["tags"], "tag_hit", "t", 1, items)
-    assert sink.load_avro("tags", COLUMNS["tags"], "tag_hit", "t", 1, items)
+    assert sink.load_avro("tags", COLUMNS["tags"], "tag_hit", "t", 1, *columns(items))
+    assert sink.load_avro("tags", COLUMNS["tags"], "tag_hit", "t", 1, *columns(items))
     pending = [Pending(i, ROUTE["tags"].rows(r)) for i, r in enumerate(data)]
     assert sink.load("tags", COLUMNS["tags"], "t", 1, pending) == []
     assert sink.client.query("SELECT count(), uniqExact(message_id) FROM tags").result_rows == [(10, 10)]
@@ -108,7 +113,7 @@ def test_batches_it_cannot_take_whole_are_left_to_the_python_path(sink):
         ("locations", "location", [Item(0, None, SERDE.encode("location", envelope(0) | {"kind": "gps"}))]),
     ]
     for table, record_type, items in cases:
-        assert not sink.load_avro(table, COLUMNS[table], record_type, "t", 0, items)
+        assert not sink.load_avro(table, COLUMNS[table], record_type, "t", 0, *columns(items))
     assert sink.client.query("SELECT count() FROM tags").result_rows == [(0,)]
     assert sink.native_batches == 0
 
@@ -123,7 +128,7 @@ def test_enriched_originals_with_persons_give_the_python_paths_rows(sink, table)
     originals = [SERDE.encode(record_type, r) for r in data]
     persons = [f"p-{i % 7}" for i in range(len(data))]
     items = [Item(100 + i, None, original) for i, original in enumerate(originals)]
-    assert sink.load_avro(table, COLUMNS[table], record_type, "native", 0, items, persons)
+    assert sink.load_avro(table, COLUMNS[table], record_type, "native", 0, *columns(items), persons)
     kind = "tag" if table == "tags" else "event"
     envelopes = [
         {"message_id": r["message_id"], "person_id": person, "device_id": None, "event_time": r["event_time"],

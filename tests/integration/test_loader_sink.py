@@ -62,3 +62,10 @@ class TestClickHouseSink:
         assert sink.pending_boundary("tags.valid", 2, 10) == 19
         assert sink.pending_boundary("tags.valid", 2, 20) is None
         assert sink.pending_boundary("tags.valid", 1, 10) is None
+
+    def test_intents_recorded_together_each_give_their_boundary(self, sink):
+        """Batches due at once record their intents in one statement; each range is found."""
+        sink.record_intents([("tags.valid", 0, 0, 9), ("tags.valid", 1, 5, 7), ("events.valid", 0, 0, 3)])
+        assert sink.pending_boundary("tags.valid", 0, 0) == 9
+        assert sink.pending_boundary("tags.valid", 1, 5) == 7
+        assert sink.pending_boundary("events.valid", 0, 0) == 3

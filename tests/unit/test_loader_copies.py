@@ -16,8 +16,9 @@ def _filter(log: list[Item], window: int) -> CopyFilter:
 
 
 def _kept(copies: CopyFilter, items: list[Item]) -> list[bytes | None]:
-    kept, _dropped = copies.keep(Batch("enriched", 0, tuple(items)))
-    return [item.value for item in kept.items]
+    batch = Batch("enriched", 0, [i.offset for i in items], [i.key for i in items], [i.value for i in items])
+    kept, _dropped = copies.keep(batch)
+    return list(kept.values)
 
 
 def test_a_copy_inside_the_window_is_dropped_and_one_beyond_it_is_kept():

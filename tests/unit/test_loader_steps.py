@@ -3,9 +3,11 @@
 from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka import KafkaError, Message
 
 from services.loader.analytics import QueryRefused, check_read_only
 from services.loader.batcher import Batcher, Item
+from services.loader.main import runs
 from services.loader.rows import ROUTES, ConversionError, identity_key
 from services.loader.sink import clickhouse_reason
 
@@ -136,6 +138,25 @@ class TestBatcher:
         batcher.add("t", 0, Item(0, None, b""), now=0.0)
         batcher.drop([("t", 0)])
         assert batcher.drain(now=5.0) == []
+
+
+class TestConsumedRuns:
+    def test_messages_become_columns_per_run_of_one_partition_in_order(self):
+        """Interleaved partitions and topics: each run keeps its messages' order; errors are left out."""
+        eof = Message(topic="a", partition=0, error=KafkaError(KafkaError._PARTITION_EOF))
+        spec = [("a", 0, 1), ("a", 0, 2), ("a", 1, 7), ("b", 1, 3), ("b", 1, 4), ("a", 0, 3)]
+        messages = [
+            Message(topic=t, partition=p, offset=o, key=b"k%d" % o, value=b"v%d" % o) for t, p, o in spec
+        ]
+        messages.insert(2, eof)
+        assert list(runs(messages)) == [
+            ("a", 0, [1, 2], [b"k1", b"k2"], [b"v1", b"v2"]),
+            ("a", 1, [7], [b"k7"], [b"v7"]),
+            ("b", 1, [3, 4], [b"k3", b"k4"], [b"v3", b"v4"]),
+            ("a", 0, [3], [b"k3"], [b"v3"]),
+        ]
+        assert list(runs([])) == []
+        assert list(runs([eof])) == []
 
 
 class TestReadOnlyGuard:
