@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import faust
 
+from services.common.kafka import ensure_topics, make_admin
 from services.common.logs import configure_logging, get_logger
 from services.common.runtime import HealthServer
 from services.common.security import faust_broker_kwargs
 from services.common.settings import Settings
+from services.common.topics import TopicSpec
 
 RAW: dict[str, str] = {"key_serializer": "raw", "value_serializer": "raw"}  # for app.topic(...)
 
@@ -45,6 +48,41 @@ def faust_app(
         **faust_broker_kwargs(s),  # Kafka SASL/TLS (services/common/security.py)
         **extra,
     )
+
+
+def ensure_changelog_topics(app: faust.App, settings: Settings, deadline_s: float = 60.0) -> list[str]:
+    """Create every table's changelog topic (compacted, the table's partitions) unless it exists.
+
+    Faust creates them itself when the worker starts, but its consumer can take a metadata
+    snapshot in between: then a table sees its changelog with 0 partitions and the agent crashes
+    with ``PartitionsMismatch`` on every event while the service reports ready (seen in
+    `make chaos` on a fresh broker). Created beforehand, they are in the first snapshot.
+    """
+    specs = [
+        TopicSpec(
+            table.changelog_topic.get_topic_name(),
+            None,
+            partitions=table.partitions or app.conf.topic_partitions,
+            cleanup_policy="compact",
+            retention_ms=-1,
+        )
+        for table in app.tables.values()
+    ]
+    unprefixed = settings.model_copy(update={"topic_prefix": ""})  # faust's names carry the prefix already
+    created = [status.name for status in ensure_topics(unprefixed, specs) if status.action == "created"]
+    # Created is not yet visible: wait until the metadata shows every partition.
+    admin, deadline = make_admin(settings), time.monotonic() + deadline_s
+    while True:
+        topics = admin.list_topics(timeout=10).topics
+        if all(
+            spec.name in topics and len(topics[spec.name].partitions) >= spec.partitions for spec in specs
+        ):
+            return created
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"changelog topics not visible after {deadline_s:.0f}s: {[s.name for s in specs]}"
+            )
+        time.sleep(0.2)
 
 
 def _json_logging(service: str, level: str) -> dict[str, object]:
@@ -77,6 +115,7 @@ def run_worker(
     ).start()
     log.info(f"{service} starting", extra={"app_id": settings.full_app_id, "health_port": health.port})
     app = build_app(settings, started.set)
+    ensure_changelog_topics(app, settings)
     level = "warn" if logging.getLogger().level >= logging.WARNING else "info"
     worker = faust.Worker(
         app,
