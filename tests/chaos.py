@@ -103,6 +103,7 @@ class Plan:
     broker_restarts: int
     clickhouse_outages: int  # each with a loader SIGKILL while ClickHouse is away
     drain_timeout_s: float
+    services: tuple[str, ...] = SERVICES  # which services run (upstream first)
 
 
 SHORT = Plan(
@@ -113,7 +114,8 @@ SHORT = Plan(
     clickhouse_outages=1,
     drain_timeout_s=150.0,
 )
-# Only the fault the negative control needs: the loader SIGKILLed during a ClickHouse outage.
+# Only what the negative control needs: the loader SIGKILLed during a ClickHouse outage, and the
+# services upstream of it (its check is the loader's own).
 NEGATIVE_CONTROL = Plan(
     persons=10,
     load_s=30.0,
@@ -121,6 +123,7 @@ NEGATIVE_CONTROL = Plan(
     broker_restarts=0,
     clickhouse_outages=1,
     drain_timeout_s=150.0,
+    services=("ingest", "enricher", "loader"),  # what the loader's check needs
 )
 LONG = Plan(
     persons=150,
@@ -224,7 +227,14 @@ class Expected:
 class Pipeline:
     """Broker + the five services, each restartable; queries go through the loader's API."""
 
-    def __init__(self, workdir: Path, say: Callable[[str], None], **loader_env: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        say: Callable[[str], None],
+        services: tuple[str, ...] = SERVICES,
+        **loader_env: str,
+    ) -> None:
+        self.names = services
         self.workdir = workdir
         self.say = say
         base = local_broker_settings(workdir / "data")
@@ -266,7 +276,7 @@ class Pipeline:
             },
         }
         self.services = {
-            name: ServiceProcess(name, env, logs / f"{name}.log", **extra[name]) for name in SERVICES
+            name: ServiceProcess(name, env, logs / f"{name}.log", **extra[name]) for name in services
         }
         loader = self.services["loader"]
         loader.env["TAGSTREAM_LOADER_PORT"] = str(loader.port)  # the loader serves health on its own port
@@ -275,12 +285,12 @@ class Pipeline:
     def start(self) -> None:
         self.broker.start()
         ensure_topics(self.settings)
-        for name in SERVICES:
+        for name in self.names:
             self.services[name].start(ready_timeout=180)
             self.say(f"started {name}")
 
     def stop(self) -> None:
-        for name in reversed(SERVICES):
+        for name in reversed(self.names):
             try:
                 self.services[name].terminate(timeout=60)
             except Exception:
@@ -681,7 +691,7 @@ def run(
     items = PopulationGenerator(GeneratorConfig(plan.persons, seed, now_ms)).generate()
     expected = Expected.of(items)
     report = Report(seed, len(items))
-    pipeline = Pipeline(workdir, say, **loader_env)
+    pipeline = Pipeline(workdir, say, plan.services, **loader_env)
     faults = schedule(plan, seed)
     say(f"{len(items)} records, {len(faults)} faults: {[(f.at, f.kind, f.target) for f in faults]}")
     try:
