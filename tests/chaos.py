@@ -236,6 +236,7 @@ class Pipeline:
     ) -> None:
         self.names = services
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.say = say
         base = local_broker_settings(workdir / "data")
         self.settings = Settings(
