@@ -45,9 +45,11 @@ bench-quick: jars $(BENCH_STAMP)
 	$(BIN)/python bench/run.py --quick --out .tagstream/bench
 
 # Fault tests (tests/chaos.py): the long schedule, several minutes; a report, non-zero on a failed
-# check. `make test` runs the short one (tests/integration/test_chaos.py).
+# check; the services' logs stay in .tagstream/chaos/logs. `make test` runs the short one
+# (tests/integration/test_chaos.py).
 chaos: jars
-	$(BIN)/python -m tests.chaos --long --json .tagstream/chaos.json
+	rm -rf .tagstream/chaos
+	$(BIN)/python -m tests.chaos --long --workdir .tagstream/chaos --json .tagstream/chaos.json
 
 run: jars
 	$(DEMO_ENV) $(BIN)/tagstream stack up

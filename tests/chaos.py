@@ -235,6 +235,7 @@ class Pipeline:
         **loader_env: str,
     ) -> None:
         self.names = services
+        self.exits: list[str] = []  # services that exited on their own
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.say = say
@@ -371,6 +372,17 @@ class Pipeline:
         finally:
             reader.close()
 
+    def supervise(self) -> None:
+        """A service that exited on its own is a finding: noted (with its log tail) and restarted,
+        as its supervisor (Kubernetes) would; the run goes on."""
+        for name in self.names:
+            process = self.services[name].process
+            if process is not None and process.poll() is not None:
+                tail = " | ".join(self.services[name].log_tail(8).splitlines())[-1500:]
+                self.exits.append(f"{name} exited with {process.returncode}: {tail}")
+                self.say(f"!! {self.exits[-1]}")
+                self.services[name].start(ready_timeout=180)
+
     # -- faults ----------------------------------------------------------------------------
     def kill(self, name: str) -> None:
         self.services[name].kill()
@@ -384,6 +396,7 @@ class Pipeline:
         """ClickHouse away; once the loader has retried twice (an uncommitted batch in hand) it is
         SIGKILLed; ClickHouse returns and the loader restarts (against a real server that was down,
         its start-up migrations would fail until then)."""
+        self.supervise()
         retries = self.loader_metric("tagstream_loader_sink_retries_total")
         self.clickhouse_down.touch()
         wait_until(
@@ -440,6 +453,7 @@ KAFKA_TABLES = (
     *("dead_letters", "segment_membership", "outbound_messages"),
 )
 LOADER_EVERY = "loader: every Kafka record in ClickHouse"
+SERVICES_UP = "services: none exited except when killed"
 
 
 @dataclass(frozen=True)
@@ -735,9 +749,9 @@ def run(
         thread.start()
         for fault in faults:
             wait_until(
-                lambda f=fault: produced[0] >= f.at * len(items) or producer_error,
+                lambda f=fault: pipeline.supervise() or produced[0] >= f.at * len(items) or producer_error,
                 timeout=3600,
-                interval=0.2,
+                interval=0.5,
                 what=f"{fault.at:.0%} of the records produced",
             )
             started = time.monotonic()
@@ -754,12 +768,18 @@ def run(
                 f"{what} at {fault.at:.0%} of the load ({time.monotonic() - started:.0f} s)"
             )
             say(report.injected[-1])
-        thread.join()
+        while thread.is_alive():
+            pipeline.supervise()
+            thread.join(timeout=1.0)
         if producer_error:
             raise RuntimeError("producing the population failed") from producer_error[0]
         say("all records produced; draining")
         report.drained = _drain(pipeline, expected, plan.drain_timeout_s)
-        report.checks = check(pipeline, expected, now_ms)
+        pipeline.supervise()
+        exits = Check(
+            SERVICES_UP, not pipeline.exits, f"{len(pipeline.exits)} exits: {pipeline.exits[:3] or 'none'}"
+        )
+        report.checks = [exits, *check(pipeline, expected, now_ms)]
     finally:
         pipeline.stop()
     return report
@@ -773,6 +793,7 @@ def _drain(pipeline: Pipeline, expected: Expected, timeout: float, idle_s: float
 
     def settled() -> bool:
         try:
+            pipeline.supervise()
             done = complete(pipeline, expected)
             if any(pipeline.lag().values()):
                 idle_since[0] = None

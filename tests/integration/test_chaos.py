@@ -56,6 +56,7 @@ def test_faults_were_injected(report):
 @pytest.mark.parametrize(
     "name",
     [
+        chaos.SERVICES_UP,
         chaos.LOADER_EVERY,
         chaos.LOADER_ONCE,
         chaos.INGEST_ONCE,
