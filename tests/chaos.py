@@ -830,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, kills={}, broker_restarts=0, clickhouse_outages=0)
     loader_env = {"TAGSTREAM_LOADER_TEST_UNSAFE_COMMIT_FIRST": "true"} if args.unsafe_commit_first else {}
     with tempfile.TemporaryDirectory(prefix="tagstream-chaos-") as tmp:
-        workdir = args.workdir or Path(tmp)
+        workdir = (args.workdir or Path(tmp)).resolve()  # the broker runs in its own directory
         report = run(
             plan, args.seed, workdir, lambda line: print(line, file=sys.stderr, flush=True), **loader_env
         )
