@@ -392,22 +392,30 @@ class Pipeline:
         self.broker.stop()
         self.broker.start()
 
-    def clickhouse_outage(self) -> None:
+    def clickhouse_outage(self) -> str:
         """ClickHouse away; once the loader has retried twice (an uncommitted batch in hand) it is
         SIGKILLed; ClickHouse returns and the loader restarts (against a real server that was down,
-        its start-up migrations would fail until then)."""
+        its start-up migrations would fail until then). Returns what happened."""
         self.supervise()
         retries = self.loader_metric("tagstream_loader_sink_retries_total")
         self.clickhouse_down.touch()
-        wait_until(
-            lambda: self.loader_metric("tagstream_loader_sink_retries_total") >= retries + 2,
-            timeout=120,
-            interval=0.5,
-            what="the loader to retry without ClickHouse",
-        )
+        try:
+            wait_until(
+                lambda: (
+                    self.supervise()
+                    or self.loader_metric("tagstream_loader_sink_retries_total") >= retries + 2
+                ),
+                timeout=180,
+                interval=0.5,
+                what="the loader to retry without ClickHouse",
+            )
+            held = "loader SIGKILLed while retrying a batch"
+        except AssertionError:  # nothing reached the loader meanwhile (upstream still recovering)
+            held = "no batch reached the loader in 180 s; SIGKILLed anyway"
         self.services["loader"].kill()
         self.clickhouse_down.unlink()
         self.services["loader"].start(ready_timeout=180)
+        return held
 
 
 def _records_in(
@@ -762,8 +770,7 @@ def run(
                 pipeline.restart_broker()
                 what = "broker stop + start"
             else:
-                pipeline.clickhouse_outage()
-                what = "ClickHouse outage for the loader, loader SIGKILLed during it"
+                what = f"ClickHouse outage for the loader ({pipeline.clickhouse_outage()})"
             report.injected.append(
                 f"{what} at {fault.at:.0%} of the load ({time.monotonic() - started:.0f} s)"
             )
