@@ -305,6 +305,13 @@ class Pipeline:
             raise RuntimeError(f"query failed ({response.status_code}): {response.text[:500]}")
         return response.json()["rows"]
 
+    def _loader_retries(self) -> float:
+        """The loader's ClickHouse retries; -1 while it does not answer (exited or restarting)."""
+        try:
+            return self.loader_metric("tagstream_loader_sink_retries_total")
+        except OSError:
+            return -1.0
+
     def loader_metric(self, name: str) -> float:
         for line in self.services["loader"].metrics().splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -397,14 +404,11 @@ class Pipeline:
         SIGKILLed; ClickHouse returns and the loader restarts (against a real server that was down,
         its start-up migrations would fail until then). Returns what happened."""
         self.supervise()
-        retries = self.loader_metric("tagstream_loader_sink_retries_total")
+        retries = self._loader_retries()
         self.clickhouse_down.touch()
         try:
             wait_until(
-                lambda: (
-                    self.supervise()
-                    or self.loader_metric("tagstream_loader_sink_retries_total") >= retries + 2
-                ),
+                lambda: self._loader_retries() >= retries + 2,
                 timeout=180,
                 interval=0.5,
                 what="the loader to retry without ClickHouse",
@@ -412,6 +416,10 @@ class Pipeline:
             held = "loader SIGKILLed while retrying a batch"
         except AssertionError:  # nothing reached the loader meanwhile (upstream still recovering)
             held = "no batch reached the loader in 180 s; SIGKILLed anyway"
+        loader = self.services["loader"].process
+        if loader is not None and loader.poll() is not None:  # exited on its own meanwhile
+            self.exits.append(f"loader exited with {loader.returncode} during the ClickHouse outage")
+            self.say(f"!! {self.exits[-1]}")
         self.services["loader"].kill()
         self.clickhouse_down.unlink()
         self.services["loader"].start(ready_timeout=180)
