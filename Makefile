@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install jars lint test run stop status clean bench bench-quick
+.PHONY: install jars lint test run stop status clean bench bench-quick chaos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ bench: jars $(BENCH_STAMP)
 
 bench-quick: jars $(BENCH_STAMP)
 	$(BIN)/python bench/run.py --quick --out .tagstream/bench
+
+# Fault tests (tests/chaos.py): the long schedule, several minutes; a report, non-zero on a failed
+# check; the services' logs stay in .tagstream/chaos/logs. `make test` runs the short one
+# (tests/integration/test_chaos.py).
+chaos: jars
+	rm -rf .tagstream/chaos
+	$(BIN)/python -m tests.chaos --long --workdir .tagstream/chaos --json .tagstream/chaos.json
 
 run: jars
 	$(DEMO_ENV) $(BIN)/tagstream stack up

@@ -53,24 +53,22 @@ def write_files(items: Sequence[Generated], out_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def encoded(settings: Settings, items: Sequence[Generated]) -> Iterator[tuple[str, bytes | None, bytes]]:
+    """``(topic, key, value)`` of every item, in stream order, as ingest's raw topics expect them."""
+    serde = Serde(registry_url=settings.schema_registry_url)
+    for item in items:
+        name = topic_name(RAW_TOPIC_BY_NAME[item.topic], settings)
+        if item.record is None:
+            yield name, None, item.raw or b""
+        else:
+            # check=False: the generator builds schema-valid records; skip the slow validation.
+            value = serde.encode(item.record_type, item.record, topic=name, check=False)
+            yield name, record_key(item.record), value
+
+
 def produce_items(
     settings: Settings, items: Sequence[Generated], on_delivered: Callable[[int], Any] = lambda n: None
 ) -> dict[str, Any]:
     """Produce every item to its raw topic in stream order; wait for all acknowledgements."""
-    serde = Serde(registry_url=settings.schema_registry_url)
-
-    def messages() -> Iterator[tuple[str, bytes | None, bytes]]:
-        for item in items:
-            name = topic_name(RAW_TOPIC_BY_NAME[item.topic], settings)
-            if item.record is None:
-                yield name, None, item.raw
-            else:
-                # check=False: the generator builds schema-valid records; skip the slow validation.
-                yield (
-                    name,
-                    record_key(item.record),
-                    serde.encode(item.record_type, item.record, topic=name, check=False),
-                )
-
-    produce_acknowledged(settings, messages(), on_delivered=on_delivered)
+    produce_acknowledged(settings, encoded(settings, items), on_delivered=on_delivered)
     return manifest(items)

@@ -51,6 +51,7 @@ from services.loader.api import AnalyticsServer
 from services.loader.batcher import Batch, Batcher, Item
 from services.loader.copies import CopyFilter
 from services.loader.enriched import native_original, routes_for
+from services.loader.faults import with_outage
 from services.loader.native import NATIVE_SQL
 from services.loader.rows import COLUMNS, ConversionError, FanOutRoute, Route
 from services.loader.settings import LoaderSettings
@@ -193,6 +194,8 @@ class Loader:
         """One batch whose intent is recorded (:meth:`process_all`): insert, dead letters, commit."""
         route = self.routes[batch.topic]
         with metrics.FLUSH_SECONDS.time():
+            if self.settings.loader_test_unsafe_commit_first:  # fault injection: the bug, on purpose
+                self._commit(batch)
             # The intent (process_all) names the whole consumed range: a restart cuts its replay
             # there, and the same range gives the same copies, so the same rows and insert tokens.
             kept, copies = self.copies.keep(batch)
@@ -204,9 +207,7 @@ class Loader:
             loaded, rejections = outcome
             self._test_kill_hook()
             self.send_dead_letters(batch, rejections)
-            self.consumer.commit(
-                offsets=[TopicPartition(batch.topic, batch.partition, batch.last + 1)], asynchronous=False
-            )
+            self._commit(batch)
         metrics.RECORDS.labels(batch.topic).inc(len(batch))
         for table, rows in loaded.items():
             metrics.ROWS.labels(table).inc(rows)
@@ -214,6 +215,11 @@ class Loader:
         log.info(
             "batch committed",
             extra={"token": batch.token, "rows": sum(loaded.values()), "rejected": len(rejections)},
+        )
+
+    def _commit(self, batch: Batch) -> None:
+        self.consumer.commit(
+            offsets=[TopicPartition(batch.topic, batch.partition, batch.last + 1)], asynchronous=False
         )
 
     def insert(
@@ -358,6 +364,8 @@ def run() -> int:
     configure_logging(SERVICE, settings.log_level)
     stop = StopFlag().install()
     client = client_for(settings)
+    if settings.loader_test_clickhouse_down_file is not None:  # fault injection (make chaos)
+        client = with_outage(client, settings.loader_test_clickhouse_down_file)
     if settings.clickhouse_cluster:  # ReplicatedMergeTree ON CLUSTER + Distributed tables
         applied = ddl.apply_on_cluster(client, settings.clickhouse_cluster, settings.loader_ttl_days)
     else:

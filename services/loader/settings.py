@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -44,4 +45,15 @@ class LoaderSettings(Settings):
         default=False,
         description="TESTS ONLY: SIGKILL this process right after the first acknowledged insert, before "
         "the offset commit, to prove a replay loads nothing twice.",
+    )
+    # Fault injection for `make chaos` (services/loader/faults.py); never set in production.
+    loader_test_clickhouse_down_file: Path | None = Field(
+        default=None,
+        description="TESTS ONLY: while this file exists, every ClickHouse call fails as if the server "
+        "were unreachable (a ClickHouse outage for the embedded chDB).",
+    )
+    loader_test_unsafe_commit_first: bool = Field(
+        default=False,
+        description="TESTS ONLY, negative control: commit offsets BEFORE inserting, so a crash loses the "
+        "batch; the chaos check must fail with it.",
     )

@@ -1,0 +1,108 @@
+"""`make chaos`, short (tests/chaos.py): the whole pipeline under load while ingest, the enricher
+and the loader (during a ClickHouse outage) are SIGKILLed and restarted; after the drain each
+check is one test. The negative control runs the same faults with a loader that commits before
+it inserts: the loss must be caught.
+
+Each service's own guarantee is asserted as is (loader, ingest, trigger, bad records, segments
+of persons never merged). Known failures, named by the bug (not weakened, so a fix shows up):
+- the loader exits when ClickHouse is away as a partition's first records arrive (non-strict:
+  depends on timing); restarted, it loses nothing;
+- the segmenter does not follow merges: a merged-away person stays a member (strict xfail, it
+  happens on every run of this population);
+- the enricher, after a SIGKILL, can lose a record (its documented residual window: the replay is
+  skipped as already applied) and can emit one twice under two persons (a replay re-resolves the
+  device to the person it belongs to *now*). Both depend on where the SIGKILL lands, so the
+  end-to-end checks they break are non-strict xfails.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import chaos
+from tests.chaos import SHORT, Report, run
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+
+ENRICHER = (
+    "enricher after a SIGKILL: a record lost in the residual window, or emitted twice under two "
+    "persons by a replay that re-resolves identity (docs/design.md, Fault tests)"
+)
+LOADER_EXITS = (
+    "loader: exits when ClickHouse is away as a partition's first records arrive (the replay-boundary "
+    "lookup is not retried), restarted it loses nothing (docs/design.md, Fault tests)"
+)
+SEGMENTER_MERGES = (
+    "segmenter: memberships stay with a merged-away person; the SQL recomputation counts the "
+    "surviving person (docs/design.md, Fault tests)"
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    result = run(SHORT, seed=11, workdir=tmp_path_factory.mktemp("chaos"), say=print)
+    print(result.text())
+    return result
+
+
+def _assert_check(report: Report, name: str) -> None:
+    assert report.drained, report.text()
+    found = [c for c in report.checks if c.name == name]
+    assert found, f"no check named {name!r}"
+    assert found[0].ok, f"{name}: {found[0].detail}\n\n{report.text()}"
+
+
+def test_faults_were_injected(report):
+    kills = [line for line in report.injected if "SIGKILL" in line]
+    assert len(kills) >= 3, report.injected
+    for service in ("ingest", "enricher", "loader"):
+        assert any(service in line for line in kills), report.injected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        chaos.LOADER_EVERY,
+        chaos.LOADER_ONCE,
+        chaos.INGEST_ONCE,
+        chaos.BAD_DEAD_LETTERED,
+        chaos.SEGMENTS_UNMERGED,
+        chaos.TRIGGER_ONCE,
+    ],
+)
+def test_check(report, name):
+    _assert_check(report, name)
+
+
+@pytest.mark.xfail(strict=False, reason=ENRICHER)
+@pytest.mark.parametrize(
+    "name", [chaos.NONE_LOST, chaos.NONE_TWICE, chaos.OUTBOUND_NONE_MISSING, chaos.OUTBOUND_NONE_DOUBLED]
+)
+def test_check_end_to_end(report, name):
+    _assert_check(report, name)
+
+
+@pytest.mark.xfail(strict=False, reason=LOADER_EXITS)
+def test_no_service_exits_on_its_own(report):
+    _assert_check(report, chaos.SERVICES_UP)
+
+
+@pytest.mark.xfail(strict=True, reason=SEGMENTER_MERGES)
+def test_segment_membership_equals_recomputation(report):
+    _assert_check(report, chaos.SEGMENTS_EQUAL)
+
+
+def test_committing_before_inserting_is_caught(tmp_path):
+    """Negative control: the loader commits first, is SIGKILLed while ClickHouse is away with a
+    committed batch in hand, and restarts past it: the checks must report the loss."""
+    result = run(
+        chaos.NEGATIVE_CONTROL,
+        seed=11,
+        workdir=tmp_path,
+        say=print,
+        TAGSTREAM_LOADER_TEST_UNSAFE_COMMIT_FIRST="true",
+    )
+    print(result.text())
+    failed = {c.name: c.detail for c in result.checks if not c.ok}
+    assert chaos.LOADER_EVERY in failed, result.text()
+    assert "missing=none" not in failed[chaos.LOADER_EVERY]
