@@ -151,7 +151,7 @@ class IngestService:
             metrics.TRANSACTION_ABORTS.inc()
             for partition, message_ids in passed.items():
                 self.dedupe.forget(partition, message_ids)
-            self.producer.abort_transaction(60)
+            self._abort()
             for tp in _first_offsets(batch):
                 self.consumer.seek(tp)
             return
@@ -160,6 +160,19 @@ class IngestService:
         now = time.time()
         for message in batch:
             metrics.RECORD_LATENCY.observe(max(0.0, now - message.timestamp()[1] / 1000))
+
+    def _abort(self) -> None:
+        """Abort the open transaction; librdkafka says when a timed-out abort must be called
+        again (a broker restart), rather than give up the process."""
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                self.producer.abort_transaction(60)
+                return
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+                log.warning("abort timed out; retrying", extra={"error": str(exc)})
 
     def _handle(
         self,

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from itertools import compress, pairwise
 from operator import ne, or_
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from services.common.clickhouse import client_for
 from services.common.kafka import make_consumer, make_producer, make_reader
@@ -64,6 +64,17 @@ NativeEntry = tuple[Item, str, str, dict, Item]
 Bytes = bytes | None  # a message's key or value
 Converted = tuple[dict[str, list[Pending]], list[tuple[Item, Rejection]], dict[str, list[NativeEntry]]]
 SERVICE = "loader"
+# Commit errors worth retrying: the group coordinator is moving or the broker is restarting.
+RETRIABLE_COMMIT = {
+    KafkaError._WAIT_COORD,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT,
+}
+COMMIT_RETRY_S = 300.0  # then exit: the orchestrator restarts us and the batch replays
 
 
 def runs(
@@ -111,9 +122,11 @@ class Loader:
         self.copies = CopyFilter(settings.loader_copy_window, self._read_before)
         self._reader: Consumer | None = None  # reads back a partition's recent records (copies)
         self.ready = False
+        self._stop = StopFlag()  # replaced by run()'s
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, stop: StopFlag) -> None:
+        self._stop = stop
         self.consumer.subscribe(list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke)
         poll = min(0.5, self.settings.loader_flush_seconds / 4)
         while not stop.is_set:
@@ -131,11 +144,26 @@ class Loader:
         whether a crashed run left an intent starting there (its replay boundary)."""
         self.batcher.extend(topic, partition, offsets, keys, values, time.monotonic())
         if (topic, partition) not in self._checked:
+            boundary = self._replay_boundary(topic, partition, offsets[0])
+            if boundary is False:  # stopping before it was known: never cut this partition blind
+                self.batcher.drop([(topic, partition)])
+                return
             self._checked.add((topic, partition))
-            boundary = self.sink.pending_boundary(topic, partition, offsets[0])
             if boundary is not None:
                 log.info("replaying batch", extra={"topic": topic, "partition": partition, "last": boundary})
                 self.batcher.set_boundary(topic, partition, boundary)
+
+    def _replay_boundary(self, topic: str, partition: int, first_offset: int) -> int | bool | None:
+        """The crashed run's intent starting at ``first_offset``, waiting out a ClickHouse outage
+        (a batch cut before the boundary is known would get another token); False if stopped."""
+        while True:
+            try:
+                return self.sink.pending_boundary(topic, partition, first_offset)
+            except SinkUnavailable as exc:
+                metrics.SINK_RETRIES.inc()
+                log.warning("clickhouse unavailable", extra={"error": str(exc), "topic": topic})
+                if self._stop.wait(2.0):
+                    return False
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._checked.difference_update((p.topic, p.partition) for p in partitions)
@@ -218,9 +246,21 @@ class Loader:
         )
 
     def _commit(self, batch: Batch) -> None:
-        self.consumer.commit(
-            offsets=[TopicPartition(batch.topic, batch.partition, batch.last + 1)], asynchronous=False
-        )
+        """Commit after the insert; while the broker is away (a restart: "waiting for coordinator")
+        retry the same commit rather than exit. Nothing else is inserted meanwhile, so the
+        partition keeps at most one uncommitted batch."""
+        offsets = [TopicPartition(batch.topic, batch.partition, batch.last + 1)]
+        deadline = time.monotonic() + COMMIT_RETRY_S
+        while True:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in RETRIABLE_COMMIT) or time.monotonic() > deadline:
+                    raise
+                log.warning("commit failed, retrying", extra={"error": str(error), "token": batch.token})
+                time.sleep(1.0)  # back off while the group coordinator comes back
 
     def insert(
         self, route: Route | FanOutRoute, batch: Batch, stop: StopFlag

@@ -63,11 +63,14 @@ class ClickHouseSink:
     def pending_boundary(self, topic: str, partition: int, first_offset: int) -> int | None:
         """The last offset of a batch that started at ``first_offset`` before a crash, if any."""
         with self.lock:
-            result = self.client.query(
-                "SELECT last_offset FROM loader_batches WHERE topic = {t:String} "
-                "AND partition = {p:UInt16} AND first_offset = {f:UInt64} ORDER BY created_at DESC LIMIT 1",
-                parameters={"t": topic, "p": partition, "f": first_offset},
-            ).result_rows
+            try:
+                result = self.client.query(
+                    "SELECT last_offset FROM loader_batches WHERE topic = {t:String} AND partition = "
+                    "{p:UInt16} AND first_offset = {f:UInt64} ORDER BY created_at DESC LIMIT 1",
+                    parameters={"t": topic, "p": partition, "f": first_offset},
+                ).result_rows
+            except OperationalError as exc:
+                raise SinkUnavailable(clickhouse_reason(exc)) from exc
         return int(result[0][0]) if result else None
 
     def record_intent(self, topic: str, partition: int, first: int, last: int) -> None:
