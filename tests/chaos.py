@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
 from services.common.broker import LocalBroker
-from services.common.kafka import ensure_topics, make_producer, make_reader, watermarks
-from services.common.lag import pipeline_lag
+from services.common.kafka import ensure_topics, make_admin, make_producer, make_reader, watermarks
 from services.common.serde import Serde, SerdeError
 from services.common.settings import Settings
 from services.common.topics import (
@@ -321,8 +320,34 @@ class Pipeline:
 
     def lag(self) -> dict[str, int]:
         """Per consumer group on this (private) broker: records after its committed offsets
-        (transaction markers are not records; timer topics are left out: never idle)."""
-        return pipeline_lag(self.settings)
+        (transaction markers are not records). Timer topics (`*.ticks`) are left out: never idle."""
+        admin = make_admin(self.settings)
+        reader = make_reader(self.settings, **{"isolation.level": "read_committed"})
+        try:
+            committed: dict[str, dict[tuple[str, int], int]] = {}
+            for group in [g.group_id for g in admin.list_consumer_groups().result().valid]:
+                request = [ConsumerGroupTopicPartitions(group)]
+                offsets = admin.list_consumer_group_offsets(request)[group].result().topic_partitions
+                committed[group] = {
+                    (tp.topic, tp.partition): max(tp.offset, 0)
+                    for tp in offsets
+                    if not tp.topic.endswith(".ticks")
+                }
+            ranges: dict[tuple[str, int], tuple[int, int]] = {}
+            for positions in committed.values():
+                for (topic, partition), offset in positions.items():
+                    high = ranges.get((topic, partition), (0, -1))[1]
+                    if high < 0:
+                        high = watermarks(reader, TopicPartition(topic, partition))[1]
+                    start = min(offset, ranges.get((topic, partition), (offset, high))[0])
+                    ranges[(topic, partition)] = (start, high)
+            records = _records_in(reader, {tp: r for tp, r in ranges.items() if r[1] > r[0]})
+            return {
+                group: sum(1 for tp, offset in positions.items() for o in records.get(tp, ()) if o >= offset)
+                for group, positions in committed.items()
+            }
+        finally:
+            reader.close()
 
     def positions(
         self, specs: tuple[TopicSpec, ...] = LOADER_TOPICS
@@ -399,6 +424,31 @@ class Pipeline:
         self.clickhouse_down.unlink()
         self.services["loader"].start(ready_timeout=180)
         return held
+
+
+def _records_in(
+    reader: Any, ranges: dict[tuple[str, int], tuple[int, int]]
+) -> dict[tuple[str, int], list[int]]:
+    """Offsets of the records in [start, high) of each partition; transaction markers and aborted
+    records are not records. A partition whose position cannot reach ``high`` in 20 s (an open
+    transaction) gets a pseudo-record at ``high - 1``: not drained."""
+    found: dict[tuple[str, int], list[int]] = {tp: [] for tp in ranges}
+    if not ranges:
+        return found
+    reader.assign([TopicPartition(t, p, start) for (t, p), (start, _) in ranges.items()])
+    deadline = time.monotonic() + 20
+    pending = set(ranges)
+    while pending and time.monotonic() < deadline:
+        for message in reader.consume(num_messages=1000, timeout=0.5):
+            if message.error() is None:
+                found[(message.topic(), message.partition())].append(message.offset())
+        positions = reader.position([TopicPartition(t, p) for t, p in pending])
+        pending = {
+            (tp.topic, tp.partition) for tp in positions if tp.offset < ranges[(tp.topic, tp.partition)][1]
+        }
+    for tp in pending:
+        found[tp].append(ranges[tp][1] - 1)
+    return found
 
 
 # -- the checks ---------------------------------------------------------------------------------
