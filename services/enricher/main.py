@@ -14,4 +14,5 @@ DEFAULT_HEALTH_PORT = 9103  # /metrics /healthz /readyz unless TAGSTREAM_HEALTH_
 
 
 def run() -> int:
-    return run_worker("enricher", EnricherSettings(), build_app, DEFAULT_HEALTH_PORT)
+    settings = EnricherSettings()
+    return run_worker("enricher", settings, build_app, DEFAULT_HEALTH_PORT, settings.enricher_state_dir)

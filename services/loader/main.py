@@ -44,7 +44,7 @@ from services.common.logs import configure_logging, get_logger
 from services.common.runtime import StopFlag
 from services.common.serde import Serde, SerdeError
 from services.common.steps import Rejection, SourcePosition, dead_letter
-from services.common.topics import DEAD_LETTERS, topic_name
+from services.common.topics import DEAD_LETTERS, PROFILES, topic_name
 from services.loader import ddl, metrics
 from services.loader.analytics import api_file
 from services.loader.api import AnalyticsServer
@@ -120,6 +120,7 @@ class Loader:
         self.batcher = Batcher(settings.loader_flush_seconds, settings.loader_flush_rows)
         self._checked: set[tuple[str, int]] = set()  # partitions whose replay boundary is known
         self.copies = CopyFilter(settings.loader_copy_window, self._read_before)
+        self.profiles_topic = topic_name(PROFILES, settings)
         self._reader: Consumer | None = None  # reads back a partition's recent records (copies)
         self.ready = False
         self._stop = StopFlag()  # replaced by run()'s
@@ -226,7 +227,9 @@ class Loader:
                 self._commit(batch)
             # The intent (process_all) names the whole consumed range: a restart cuts its replay
             # there, and the same range gives the same copies, so the same rows and insert tokens.
-            kept, copies = self.copies.keep(batch)
+            # `profiles` is latest-wins by offset (ReplacingMergeTree): a re-sent profile must stay
+            # the latest row even when an earlier one has the same bytes.
+            kept, copies = (batch, 0) if batch.topic == self.profiles_topic else self.copies.keep(batch)
             if copies:
                 metrics.COPIES.labels(batch.topic).inc(copies)
             outcome = self.insert(route, kept, stop) if len(kept) else ({}, [])

@@ -14,4 +14,5 @@ DEFAULT_HEALTH_PORT = 9105  # /metrics /healthz /readyz unless TAGSTREAM_HEALTH_
 
 
 def run() -> int:
-    return run_worker("trigger", TriggerSettings(), build_app, DEFAULT_HEALTH_PORT)
+    settings = TriggerSettings()
+    return run_worker("trigger", settings, build_app, DEFAULT_HEALTH_PORT, settings.trigger_state_dir)
