@@ -103,7 +103,7 @@ def watermarks(consumer: Consumer, tp: TopicPartition, deadline_s: float = 30.0)
     deadline = time.monotonic() + deadline_s
     while True:
         try:
-            return consumer.get_watermark_offsets(tp, timeout=10)
+            return consumer.get_watermark_offsets(tp, timeout=min(10.0, max(1.0, deadline_s)))
         except KafkaException as exc:
             error = exc.args[0]
             transient = error.retriable() or error.code() in _TRANSIENT

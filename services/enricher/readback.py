@@ -27,19 +27,24 @@ Produced = set[tuple[str, str]]  # (message_id, kind) of enriched records
 
 
 def produced(
-    settings: Settings, serde: Serde, partition: int, records: int, timeout: float = 30.0
+    settings: Settings, serde: Serde, partition: int, records: int, timeout: float = 5.0
 ) -> Produced:
     """(message_id, kind) of the last ``records`` records of ``enriched`` partition ``partition``;
-    empty when the end cannot be read in ``timeout`` (then everything is sent again)."""
+    empty when the end cannot be read in ``timeout`` (then everything is sent again).
+
+    It runs on faust's event loop (see app.py), which also sends the group heartbeats: the whole
+    call stays well under the session timeout (10 s), or a slow broker would get the worker
+    thrown out of its group, again at each restore. Giving up only costs copies, which every
+    consumer of ``enriched`` drops."""
     name = topic_name(ENRICHED, settings)
     reader = make_reader(settings, **{"enable.partition.eof": True})
     found: Produced = set()
     try:
-        low, high = watermarks(reader, TopicPartition(name, partition))
+        deadline = time.monotonic() + timeout
+        low, high = watermarks(reader, TopicPartition(name, partition), deadline_s=timeout / 2)
         if high <= low:
             return found
         reader.assign([TopicPartition(name, partition, max(low, high - records))])
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for message in reader.consume(1000, timeout=0.5):
                 if message.error():
