@@ -55,6 +55,7 @@ from services.generator.output import encoded
 from services.generator.population import Generated, GeneratorConfig, PopulationGenerator
 from services.loader.ddl import SEGMENT_FACTS_DATABASE
 from services.loader.membership import members_sql
+from services.loader.settings import LoaderSettings
 from services.segmenter.definitions import load as load_segments
 from services.segmenter.sql import compile_segment
 from tests.conftest import local_broker_settings, settings_env
@@ -534,8 +535,18 @@ def check(pipeline: Pipeline, expected: Expected, now_ms: int) -> list[Check]:
         )
     }
     merged_away = {row[0] for row in q("SELECT from_person_id FROM identity_merges")}
+    # A byte-identical copy of a record shortly before it (an upstream re-send) is not loaded by
+    # design (services/loader/copies.py): accounted for, not missing.
+    window = LoaderSettings().loader_copy_window
+    earlier: dict[tuple[str, int, bytes], int] = {}
+    copies = set()
+    for (topic, partition, offset), (_, value) in sorted(in_kafka.items()):
+        seen_at = earlier.get((topic, partition, value))
+        if seen_at is not None and offset - seen_at <= window and topic != profiles_topic:
+            copies.add((topic, partition, offset))
+        earlier[(topic, partition, value)] = offset
     not_loaded = set()
-    for position in set(in_kafka) - rows:
+    for position in set(in_kafka) - rows - copies:
         if position[0] == profiles_topic:
             continue
         _, value = in_kafka[position]

@@ -109,7 +109,9 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
                 # Blocking on purpose (about 0.5 s, once per partition and process): run in a
                 # thread (asyncio.to_thread) the worker stopped processing after the restart in
                 # the kill -9 test, 4 runs of 4; cause not found.
-                stages.produced[partition] = produced(s, stages.serde, partition, s.enricher_readback_records)
+                records = s.enricher_readback_records  # 0 (default): re-send all, consumers drop copies
+                found = produced(s, stages.serde, partition, records) if records else set()
+                stages.produced[partition] = found
                 log.info(
                     "enriched read back",
                     extra={

@@ -36,8 +36,11 @@ class EnricherSettings(Settings):
         default=1, description="Replication of the changelog topics faust creates (3 on a real cluster)."
     )
     enricher_readback_records: int = Field(
-        default=20_000,
-        description="Records read back from the end of an enriched partition at its first replay.",
+        default=0,
+        ge=0,
+        description="Records read back from the end of an enriched partition at its first replay, so "
+        "outputs that already left are not re-sent; 0 (default) re-sends them all: consumers drop "
+        "the copies, and the blocking read stalled the worker after some restarts (docs/design.md).",
     )
     enricher_crash_after_state_write: str = Field(
         default="",

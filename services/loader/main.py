@@ -206,6 +206,9 @@ class Loader:
         as on thousands of rows), then each batch."""
         if not batches:
             return
+        if self.settings.loader_test_unsafe_commit_first:  # fault injection: the bug, on purpose
+            for batch in batches:
+                self._commit(batch)
         intents = [(b.topic, b.partition, b.first, b.last) for b in batches]
         while True:  # ClickHouse away: retry, never insert without the intent
             try:
@@ -223,8 +226,6 @@ class Loader:
         """One batch whose intent is recorded (:meth:`process_all`): insert, dead letters, commit."""
         route = self.routes[batch.topic]
         with metrics.FLUSH_SECONDS.time():
-            if self.settings.loader_test_unsafe_commit_first:  # fault injection: the bug, on purpose
-                self._commit(batch)
             # The intent (process_all) names the whole consumed range: a restart cuts its replay
             # there, and the same range gives the same copies, so the same rows and insert tokens.
             # `profiles` is latest-wins by offset (ReplacingMergeTree): a re-sent profile must stay
