@@ -14,5 +14,7 @@ DEFAULT_HEALTH_PORT = 9105  # /metrics /healthz /readyz unless TAGSTREAM_HEALTH_
 
 
 def run() -> int:
-    settings = TriggerSettings()
-    return run_worker("trigger", settings, build_app, DEFAULT_HEALTH_PORT, settings.trigger_state_dir)
+    # No state_dir: dropping the local tables after an unclean stop made the restart after a
+    # SIGKILL slower than the trigger's kill tests allow (CI, 2026-12-01); its read-back of sent
+    # message ids covers replays. Open: docs/design.md "Local tables after a SIGKILL".
+    return run_worker("trigger", TriggerSettings(), build_app, DEFAULT_HEALTH_PORT)
