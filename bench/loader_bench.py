@@ -114,12 +114,12 @@ class TimedLoader(Loader):
             # (what SIGTERM does), so the rate measures work, not the wait for the window.
             self.batcher.flush_seconds = 0.0
 
-    def process(self, batch: Batch, stop: StopFlag) -> None:
-        super().process(batch, stop)
-        self.loaded += len(batch)
+    def _commit(self, batches: list[Batch]) -> None:
+        super()._commit(batches)
+        self.loaded += sum(map(len, batches))
         if self.loaded >= self.target:
             self.finished = (time.perf_counter(), time.process_time())
-            stop.set()
+            self._stop.set()
 
     def seconds(self) -> tuple[float, float]:
         """(wall, CPU) seconds of the run."""

@@ -17,6 +17,10 @@ One batch = a contiguous offset range of one partition, flushed every
     dead letters      produced and acknowledged
     commit            offset last+1, only now
 
+Consuming and buffering run on the main thread, the steps up to the dead letters on a writer
+thread (one round of due batches at a time, so inserts overlap the consuming of what follows),
+and the commit back on the main thread once the round is written.
+
 A crash anywhere before the commit replays the range; the intent log cuts the replayed batch at
 the same offsets, so its inserts carry the same tokens and ClickHouse drops what it already has
 (conversion is deterministic, so each table gets the same offsets again; tokens are remembered
@@ -33,6 +37,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import compress, pairwise
 from operator import ne, or_
 
@@ -62,6 +67,8 @@ log = get_logger("tagstream.loader")
 # record type, the decoded envelope, the consumed item) — the last two for the Python fallback.
 NativeEntry = tuple[Item, str, str, dict, Item]
 Bytes = bytes | None  # a message's key or value
+# A batch inserted and its dead letters acknowledged, to commit: rows per table, records rejected.
+Written = tuple[Batch, dict[str, int], int]
 Converted = tuple[dict[str, list[Pending]], list[tuple[Item, Rejection]], dict[str, list[NativeEntry]]]
 SERVICE = "loader"
 # Commit errors worth retrying: the group coordinator is moving or the broker is restarting.
@@ -119,58 +126,114 @@ class Loader:
         self.dead_letter_topic = topic_name(DEAD_LETTERS, settings)
         self.batcher = Batcher(settings.loader_flush_seconds, settings.loader_flush_rows)
         self._checked: set[tuple[str, int]] = set()  # partitions whose replay boundary is known
+        self._boundaries: dict[tuple[str, int], int] = {}  # found, not yet applied to a buffer
         self.copies = CopyFilter(settings.loader_copy_window, self._read_before)
         self.profiles_topic = topic_name(PROFILES, settings)
         self._reader: Consumer | None = None  # reads back a partition's recent records (copies)
         self.ready = False
         self._stop = StopFlag()  # replaced by run()'s
+        # Inserts run here, one round of due batches at a time (_write).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader-writer")
+        self._inflight: Future[list[Written]] | None = None
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, stop: StopFlag) -> None:
         self._stop = stop
         self.consumer.subscribe(list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke)
         poll = min(0.5, self.settings.loader_flush_seconds / 4)
-        while not stop.is_set:
-            for topic, partition, offsets, keys, values in runs(self.consumer.consume(5000, timeout=poll)):
-                self._buffer(topic, partition, offsets, keys, values)
-            self.ready = True
-            self.process_all(self.batcher.due(time.monotonic()), stop)
-            metrics.BUFFERED.set(len(self.batcher))
-        self.process_all(self.batcher.drain(time.monotonic()), stop)  # SIGTERM: finish, commit, close
+        try:
+            while not stop.is_set:
+                consumed = list(runs(self.consumer.consume(5000, timeout=poll)))
+                self._look_up_boundaries([(t, p, offsets[0]) for t, p, offsets, *_ in consumed])
+                for run in consumed:
+                    self._buffer(*run)
+                self.ready = True
+                self._settle(wait=False)  # a round written meanwhile: commit it now
+                self._write(self.batcher.due(time.monotonic()), stop)
+                metrics.BUFFERED.set(len(self.batcher))
+            self._write(self.batcher.drain(time.monotonic()), stop)  # SIGTERM: finish, commit, close
+            self._settle()
+        finally:
+            self._writer.shutdown(wait=True)
+
+    def _write(self, batches: list[Batch], stop: StopFlag) -> None:
+        """Hand due batches to the writer thread once the previous round is written and committed.
+
+        The writer inserts (chDB releases the GIL) while this thread goes on consuming and
+        buffering; commits stay on this thread (a synchronous commit from another thread waits
+        for the consumer's poll to return). One round at a time: a partition never has two
+        uncommitted intents, and a slow ClickHouse holds consuming back instead of filling memory."""
+        if batches:
+            self._settle()
+            if self.settings.loader_test_unsafe_commit_first:  # fault injection: the bug, on purpose
+                self._commit(batches)
+            self._inflight = self._writer.submit(self.write_all, batches, stop)
+
+    def _settle(self, wait: bool = True) -> None:
+        """Commit the round in flight once written (waiting for it unless ``wait`` is False);
+        the writer's failure is raised here."""
+        if self._inflight is None or not (wait or self._inflight.done()):
+            return
+        inflight, self._inflight = self._inflight, None
+        written = inflight.result()
+        if not written:
+            return
+        self._commit([batch for batch, _loaded, _rejected in written])
+        for batch, loaded, rejected in written:
+            metrics.RECORDS.labels(batch.topic).inc(len(batch))
+            for table, rows in loaded.items():
+                metrics.ROWS.labels(table).inc(rows)
+                metrics.BATCHES.labels(table).inc()
+            log.info(
+                "batch committed",
+                extra={"token": batch.token, "rows": sum(loaded.values()), "rejected": rejected},
+            )
+
+    def _look_up_boundaries(self, starts: list[tuple[str, int, int]]) -> None:
+        """A partition's first records after assignment: whether a crashed run left an intent
+        starting there (its replay boundary), for all such partitions in one query, waiting out a
+        ClickHouse outage (a batch cut before its boundary is known would get another token)."""
+        firsts: dict[tuple[str, int], int] = {}
+        for topic, partition, first in starts:
+            if (topic, partition) not in self._checked:
+                firsts.setdefault((topic, partition), first)  # a partition's earliest run
+        if not firsts:
+            return
+        while True:
+            try:
+                self._boundaries.update(self.sink.pending_boundaries([(*tp, f) for tp, f in firsts.items()]))
+                break
+            except SinkUnavailable as exc:
+                metrics.SINK_RETRIES.inc()
+                log.warning(
+                    "clickhouse unavailable", extra={"error": str(exc), "topic": next(iter(firsts))[0]}
+                )
+                if self._stop.wait(2.0):
+                    return  # left unchecked: _buffer drops their records, never cuts them blind
+        self._checked.update(firsts)
 
     def _buffer(
         self, topic: str, partition: int, offsets: list[int], keys: list[Bytes], values: list[Bytes]
     ) -> None:
-        """Buffer a partition's consumed messages; a partition's first after assignment looks up
-        whether a crashed run left an intent starting there (its replay boundary)."""
+        """Buffer a partition's consumed messages, cut at its replay boundary if it has one."""
+        if (topic, partition) not in self._checked:  # stopping before its boundary was known
+            return
         self.batcher.extend(topic, partition, offsets, keys, values, time.monotonic())
-        if (topic, partition) not in self._checked:
-            boundary = self._replay_boundary(topic, partition, offsets[0])
-            if boundary is False:  # stopping before it was known: never cut this partition blind
-                self.batcher.drop([(topic, partition)])
-                return
-            self._checked.add((topic, partition))
-            if boundary is not None:
-                log.info("replaying batch", extra={"topic": topic, "partition": partition, "last": boundary})
-                self.batcher.set_boundary(topic, partition, boundary)
-
-    def _replay_boundary(self, topic: str, partition: int, first_offset: int) -> int | bool | None:
-        """The crashed run's intent starting at ``first_offset``, waiting out a ClickHouse outage
-        (a batch cut before the boundary is known would get another token); False if stopped."""
-        while True:
-            try:
-                return self.sink.pending_boundary(topic, partition, first_offset)
-            except SinkUnavailable as exc:
-                metrics.SINK_RETRIES.inc()
-                log.warning("clickhouse unavailable", extra={"error": str(exc), "topic": topic})
-                if self._stop.wait(2.0):
-                    return False
+        boundary = self._boundaries.pop((topic, partition), None)
+        if boundary is not None:
+            log.info("replaying batch", extra={"topic": topic, "partition": partition, "last": boundary})
+            self.batcher.set_boundary(topic, partition, boundary)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._checked.difference_update((p.topic, p.partition) for p in partitions)
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._checked.difference_update(tps)
+        for tp in tps:
+            self._boundaries.pop(tp, None)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Uncommitted buffers are dropped: the next owner replays them from the committed offset.
+        # The round in flight commits while we still own its partitions; uncommitted buffers are
+        # dropped: the next owner replays them from the committed offset.
+        self._settle()
         tps = [(p.topic, p.partition) for p in partitions]
         self.batcher.drop(tps)
         self._checked.difference_update(tps)
@@ -201,14 +264,10 @@ class Loader:
             self._reader.unassign()
 
     # -- one batch, top to bottom -----------------------------------------------------------
-    def process_all(self, batches: list[Batch], stop: StopFlag) -> None:
-        """The intents of all due batches in one statement (chDB spends as long on one statement
-        as on thousands of rows), then each batch."""
-        if not batches:
-            return
-        if self.settings.loader_test_unsafe_commit_first:  # fault injection: the bug, on purpose
-            for batch in batches:
-                self._commit(batch)
+    def write_all(self, batches: list[Batch], stop: StopFlag) -> list[Written]:
+        """The writer thread's round: the intents of all due batches in one statement (chDB
+        spends as long on one statement as on thousands of rows), then each batch. Returns the
+        batches written, for :meth:`_settle` to commit."""
         intents = [(b.topic, b.partition, b.first, b.last) for b in batches]
         while True:  # ClickHouse away: retry, never insert without the intent
             try:
@@ -218,15 +277,22 @@ class Loader:
                 metrics.SINK_RETRIES.inc()
                 log.warning("clickhouse unavailable", extra={"error": str(exc), "token": batches[0].token})
                 if stop.wait(2.0):
-                    return  # nothing inserted, nothing committed: the next run replays them
+                    return []  # nothing inserted, nothing committed: the next run replays them
+        written = []
         for batch in batches:
-            self.process(batch, stop)
+            outcome = self.write(batch, stop)
+            if outcome is None:
+                break  # stopped while ClickHouse was away: the rest replays
+            written.append((batch, *outcome))
+        return written
 
-    def process(self, batch: Batch, stop: StopFlag) -> None:
-        """One batch whose intent is recorded (:meth:`process_all`): insert, dead letters, commit."""
+    def write(self, batch: Batch, stop: StopFlag) -> tuple[dict[str, int], int] | None:
+        """One batch whose intent is recorded (:meth:`write_all`): copies dropped, insert, dead
+        letters acknowledged. Rows loaded per table and records rejected; None if stopped while
+        ClickHouse was away (not committed: the next run replays it)."""
         route = self.routes[batch.topic]
         with metrics.FLUSH_SECONDS.time():
-            # The intent (process_all) names the whole consumed range: a restart cuts its replay
+            # The intent (write_all) names the whole consumed range: a restart cuts its replay
             # there, and the same range gives the same copies, so the same rows and insert tokens.
             # `profiles` is latest-wins by offset (ReplacingMergeTree): a re-sent profile must stay
             # the latest row even when an earlier one has the same bytes.
@@ -235,25 +301,17 @@ class Loader:
                 metrics.COPIES.labels(batch.topic).inc(copies)
             outcome = self.insert(route, kept, stop) if len(kept) else ({}, [])
             if outcome is None:
-                return  # stopped while ClickHouse was away: not committed, the next run replays it
+                return None
             loaded, rejections = outcome
             self._test_kill_hook()
             self.send_dead_letters(batch, rejections)
-            self._commit(batch)
-        metrics.RECORDS.labels(batch.topic).inc(len(batch))
-        for table, rows in loaded.items():
-            metrics.ROWS.labels(table).inc(rows)
-            metrics.BATCHES.labels(table).inc()
-        log.info(
-            "batch committed",
-            extra={"token": batch.token, "rows": sum(loaded.values()), "rejected": len(rejections)},
-        )
+        return loaded, len(rejections)
 
-    def _commit(self, batch: Batch) -> None:
+    def _commit(self, batches: list[Batch]) -> None:
         """Commit after the insert; while the broker is away (a restart: "waiting for coordinator")
-        retry the same commit rather than exit. Nothing else is inserted meanwhile, so the
+        retry the same commit rather than exit. Nothing else is inserted meanwhile, so a
         partition keeps at most one uncommitted batch."""
-        offsets = [TopicPartition(batch.topic, batch.partition, batch.last + 1)]
+        offsets = [TopicPartition(b.topic, b.partition, b.last + 1) for b in batches]
         deadline = time.monotonic() + COMMIT_RETRY_S
         while True:
             try:
@@ -263,7 +321,7 @@ class Loader:
                 error = exc.args[0]
                 if not (error.retriable() or error.code() in RETRIABLE_COMMIT) or time.monotonic() > deadline:
                     raise
-                log.warning("commit failed, retrying", extra={"error": str(error), "token": batch.token})
+                log.warning("commit failed, retrying", extra={"error": str(error), "token": batches[0].token})
                 time.sleep(1.0)  # back off while the group coordinator comes back
 
     def insert(

@@ -62,16 +62,27 @@ class ClickHouseSink:
 
     def pending_boundary(self, topic: str, partition: int, first_offset: int) -> int | None:
         """The last offset of a batch that started at ``first_offset`` before a crash, if any."""
+        return self.pending_boundaries([(topic, partition, first_offset)]).get((topic, partition))
+
+    def pending_boundaries(self, starts: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int], int]:
+        """:meth:`pending_boundary` of several (topic, partition, first offset) in one query (a
+        loader assigned many partitions looks them all up as it starts)."""
+        if not starts:
+            return {}
+        keys = ", ".join(f"({{t{i}:String}}, {{p{i}:UInt16}}, {{f{i}:UInt64}})" for i in range(len(starts)))
+        parameters: dict[str, str | int] = {}
+        for i, (topic, partition, first) in enumerate(starts):
+            parameters.update({f"t{i}": topic, f"p{i}": partition, f"f{i}": first})
         with self.lock:
             try:
                 result = self.client.query(
-                    "SELECT last_offset FROM loader_batches WHERE topic = {t:String} AND partition = "
-                    "{p:UInt16} AND first_offset = {f:UInt64} ORDER BY created_at DESC LIMIT 1",
-                    parameters={"t": topic, "p": partition, "f": first_offset},
+                    "SELECT topic, partition, argMax(last_offset, created_at) FROM loader_batches "
+                    f"WHERE (topic, partition, first_offset) IN ({keys}) GROUP BY topic, partition",
+                    parameters=parameters,
                 ).result_rows
             except OperationalError as exc:
                 raise SinkUnavailable(clickhouse_reason(exc)) from exc
-        return int(result[0][0]) if result else None
+        return {(topic, int(partition)): int(last) for topic, partition, last in result}
 
     def record_intent(self, topic: str, partition: int, first: int, last: int) -> None:
         self.record_intents([(topic, partition, first, last)])

@@ -69,3 +69,11 @@ class TestClickHouseSink:
         assert sink.pending_boundary("tags.valid", 0, 0) == 9
         assert sink.pending_boundary("tags.valid", 1, 5) == 7
         assert sink.pending_boundary("events.valid", 0, 0) == 3
+
+    def test_boundaries_of_many_partitions_come_from_one_lookup(self, sink):
+        """A loader given many partitions asks for all their boundaries at once: each partition
+        gets the latest intent starting at its first offset, and none where no intent starts."""
+        sink.record_intents([("tags.valid", 0, 0, 9), ("tags.valid", 1, 5, 7), ("events.valid", 0, 0, 3)])
+        sink.record_intents([("tags.valid", 0, 0, 12)])  # cut again later: the latest one counts
+        starts = [("tags.valid", 0, 0), ("tags.valid", 1, 5), ("events.valid", 0, 4), ("events.valid", 1, 0)]
+        assert sink.pending_boundaries(starts) == {("tags.valid", 0): 12, ("tags.valid", 1): 7}

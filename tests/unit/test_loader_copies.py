@@ -1,5 +1,7 @@
 """The loader's rule for upstream copies: same bytes within the previous N offsets of a partition."""
 
+import random
+
 from services.loader.batcher import Batch, Item
 from services.loader.copies import CopyFilter
 
@@ -39,3 +41,23 @@ def test_the_decision_depends_on_the_log_only_so_a_replayed_batch_keeps_the_same
 def test_window_zero_loads_everything():
     log = _log(b"a", b"a")
     assert _kept(_filter(log, window=0), log) == [b"a", b"a"]
+
+
+def test_batch_by_batch_equals_the_rule_over_the_whole_log():
+    # Random values from a small alphabet, random batch cuts, a small window (so the memory
+    # pruning runs often): the kept records are exactly those without the same bytes in the
+    # `window` offsets before them.
+    rng = random.Random(7)
+    for window in (1, 3, 8):
+        log = _log(*(bytes([rng.randrange(6)]) for _ in range(400)))
+        expected = [
+            item.value
+            for item in log
+            if not any(other.value == item.value for other in log[max(0, item.offset - window) : item.offset])
+        ]
+        copies, kept, start = _filter(log, window), [], 0
+        while start < len(log):
+            end = min(len(log), start + rng.randrange(1, 30))
+            kept += _kept(copies, log[start:end])
+            start = end
+        assert kept == expected, window
