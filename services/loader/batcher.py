@@ -103,16 +103,31 @@ class Batcher:
             buffer.boundary = last_offset
 
     def due(self, now: float) -> list[Batch]:
-        """Take every batch that is old enough, big enough, or has reached its replay boundary."""
-        batches = []
-        for (topic, partition), buffer in list(self._buffers.items()):
-            if buffer.boundary is not None:
-                reached = buffer.offsets[-1] >= buffer.boundary
-                if reached or now - buffer.started >= self.flush_seconds:
-                    batches.append(self._take(topic, partition, buffer.boundary, now))
-            elif len(buffer.offsets) >= self.flush_rows or now - buffer.started >= self.flush_seconds:
-                batches.append(self._take(topic, partition, None, now))
-        return batches
+        """Take every batch that is old enough, big enough, or has reached its replay boundary;
+        when any is, also those past half their age or size (see :meth:`_rides_along`)."""
+        due = {tp for tp, buffer in self._buffers.items() if self._is_due(buffer, now)}
+        if not due:
+            return []
+        return [
+            self._take(topic, partition, buffer.boundary, now)
+            for (topic, partition), buffer in list(self._buffers.items())
+            if (topic, partition) in due or self._rides_along(buffer, now)
+        ]
+
+    def _is_due(self, buffer: _Buffer, now: float) -> bool:
+        if now - buffer.started >= self.flush_seconds:
+            return True
+        if buffer.boundary is not None:
+            return buffer.offsets[-1] >= buffer.boundary
+        return len(buffer.offsets) >= self.flush_rows
+
+    def _rides_along(self, buffer: _Buffer, now: float) -> bool:
+        """Partitions fill at about the same pace: taking the half-full ones with a due one
+        writes them in the same round (one intent statement, one commit) instead of one round
+        each moments later. Never a buffer waiting for its replay boundary (its cut is fixed)."""
+        if buffer.boundary is not None:
+            return False
+        return 2 * len(buffer.offsets) >= self.flush_rows or 2 * (now - buffer.started) >= self.flush_seconds
 
     def drain(self, now: float) -> list[Batch]:
         """Every buffered message, as batches (at shutdown)."""

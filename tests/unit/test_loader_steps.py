@@ -132,6 +132,18 @@ class TestBatcher:
         batcher.add("t", 0, Item(12, None, b""), now=1.0)
         assert [b.token for b in batcher.due(now=1.0)] == ["t:0:10-12"]
 
+    def test_half_full_or_half_old_partitions_ride_along_with_a_due_one(self):
+        """One round for partitions filling at the same pace: when a batch is due, those past half
+        their rows or half their age go with it; the rest, and a pinned replay, keep waiting."""
+        batcher = Batcher(flush_seconds=60, flush_rows=10)
+        for partition, count in ((0, 10), (1, 5), (2, 4), (3, 6)):
+            for offset in range(count):
+                batcher.add("t", partition, Item(offset, None, b""), now=0.0)
+        batcher.set_boundary("t", 3, 8)  # half full, but its cut is pinned at offset 8
+        batcher.add("t", 4, Item(0, None, b""), now=-31.0)  # past half the window
+        assert sorted(b.token for b in batcher.due(now=0.0)) == ["t:0:0-9", "t:1:0-4", "t:4:0-0"]
+        assert len(batcher) == 10  # partition 2's four records, partition 3's six
+
     def test_revoked_partitions_are_forgotten(self):
         """Buffers of a revoked partition are dropped, to be replayed by the next owner."""
         batcher = Batcher(flush_seconds=1, flush_rows=100)
