@@ -13,6 +13,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler with a one-call reply and no access log (it would drown the JSON log
+    and could carry query strings: personal data)."""
+
+    def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
 class StopFlag:
     """Set once by SIGTERM/SIGINT (or by code); the service loop checks it between batches."""
 
@@ -47,7 +62,7 @@ class HealthServer:
     ) -> None:
         server_ref = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path == "/metrics":
@@ -59,16 +74,6 @@ class HealthServer:
                     self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
                 else:
                     self._reply(404, b"not found\n")
-
-            def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:  # access logs would drown the JSON log
-                return
 
         self.ready = ready
         self._server = ThreadingHTTPServer((host, port), Handler)

@@ -15,13 +15,14 @@ import json
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from services.common.runtime import QuietHandler
 from services.loader import metrics
 from services.loader.analytics import QueryFailed, QueryRefused, Result, run_query, run_report
 from services.loader.reports import REPORTS
@@ -44,7 +45,7 @@ class AnalyticsServer:
     ) -> None:
         server_ref = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 if url.path == "/metrics":
@@ -99,16 +100,6 @@ class AnalyticsServer:
 
             def _json(self, status: int, body: Any) -> None:
                 self._reply(status, json.dumps(body, default=str).encode(), "application/json")
-
-            def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:  # access logs would drown the JSON log
-                return
 
         self.client = client
         self.lock = lock
