@@ -112,6 +112,44 @@ def watermarks(consumer: Consumer, tp: TopicPartition, deadline_s: float = 30.0)
             time.sleep(0.2)  # back off before asking the broker again
 
 
+def read_tail(
+    settings: Settings, topics: Iterable[str], partition: int, records: int, timeout: float, **overrides: Any
+) -> list[bytes | None] | None:
+    """The values of the last ``records`` records of partition ``partition`` of each topic, read
+    with a group-less consumer; None when the ends were not reached within ``timeout`` seconds.
+
+    A service taking over a partition reads what the previous owner last produced there (it is
+    the only writer of that partition) to recognise a replayed output."""
+    reader = make_reader(settings, **{"enable.partition.eof": True, **overrides})
+    try:
+        deadline = time.monotonic() + timeout
+        assignment, ends = [], {}
+        for name in topics:
+            left = max(0.5, deadline - time.monotonic())
+            low, high = watermarks(reader, TopicPartition(name, partition), left)
+            if high > low:
+                assignment.append(TopicPartition(name, partition, max(low, high - records)))
+                ends[name] = high
+        values: list[bytes | None] = []
+        if not assignment:
+            return values
+        reader.assign(assignment)
+        pending = set(ends)
+        while pending and time.monotonic() < deadline:
+            for message in reader.consume(1000, timeout=0.5):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:  # this topic is read to its end
+                        pending.discard(message.topic())
+                    continue
+                values.append(message.value())
+                if message.offset() + 1 >= ends[message.topic()]:
+                    pending.discard(message.topic())
+        return None if pending else values
+    finally:
+        reader.close()
+
+
 def make_admin(settings: Settings) -> AdminClient:
     return AdminClient(client_config(settings))
 

@@ -12,11 +12,7 @@ the read-back can only spare copies, never lose an output.
 
 from __future__ import annotations
 
-import time
-
-from confluent_kafka import TopicPartition
-
-from services.common.kafka import make_reader, watermarks
+from services.common.kafka import read_tail
 from services.common.logs import get_logger
 from services.common.serde import Serde, SerdeError
 from services.common.settings import Settings
@@ -36,29 +32,15 @@ def produced(
     call stays well under the session timeout (10 s), or a slow broker would get the worker
     thrown out of its group, again at each restore. Giving up only costs copies, which every
     consumer of ``enriched`` drops."""
-    name = topic_name(ENRICHED, settings)
-    reader = make_reader(settings, **{"enable.partition.eof": True})
-    found: Produced = set()
-    try:
-        deadline = time.monotonic() + timeout
-        low, high = watermarks(reader, TopicPartition(name, partition), deadline_s=timeout / 2)
-        if high <= low:
-            return found
-        reader.assign([TopicPartition(name, partition, max(low, high - records))])
-        while time.monotonic() < deadline:
-            for message in reader.consume(1000, timeout=0.5):
-                if message.error():
-                    if message.error().code() == -191:  # _PARTITION_EOF
-                        return found
-                    continue
-                try:
-                    record = serde.decode(message.value())[1]
-                    found.add((record["message_id"], record["kind"]))
-                except (SerdeError, KeyError):
-                    continue
-                if message.offset() + 1 >= high:
-                    return found
+    values = read_tail(settings, [topic_name(ENRICHED, settings)], partition, records, timeout)
+    if values is None:
         log.warning("enriched read-back timed out", extra={"partition": partition})
         return set()
-    finally:
-        reader.close()
+    found: Produced = set()
+    for value in values:
+        try:
+            record = serde.decode(value)[1]
+            found.add((record["message_id"], record["kind"]))
+        except (SerdeError, KeyError):
+            continue
+    return found

@@ -11,11 +11,7 @@ of partition p of each ``outbound.*`` topic, and nobody else writes there. Readi
 
 from __future__ import annotations
 
-import time
-
-from confluent_kafka import TopicPartition
-
-from services.common.kafka import make_reader, watermarks
+from services.common.kafka import read_tail
 from services.common.logs import get_logger
 from services.common.serde import Serde, SerdeError
 from services.common.settings import Settings
@@ -31,37 +27,16 @@ def recent_message_ids(
 
     None if the end could not be read in ``timeout`` (the caller must not assume anything then).
     """
-    reader = make_reader(settings, **{"isolation.level": "read_committed", "enable.partition.eof": True})
-    try:
-        assignment, ends = [], {}
-        for spec in OUTBOUND_TOPICS:
-            name = topic_name(spec, settings)
-            low, high = watermarks(reader, TopicPartition(name, partition))
-            if high > low:
-                assignment.append(TopicPartition(name, partition, max(low, high - per_partition)))
-                ends[name] = high
-        found: set[str] = set()
-        if not assignment:
-            return found
-        reader.assign(assignment)
-        deadline, pending = time.monotonic() + timeout, set(ends)
-        while pending and time.monotonic() < deadline:
-            for message in reader.consume(500, timeout=0.5):
-                if message.error():
-                    if message.error().code() == -191:  # _PARTITION_EOF: this topic is read to its end
-                        pending.discard(message.topic())
-                    continue
-                try:
-                    found.add(serde.decode(message.value())[1]["message_id"])
-                except (SerdeError, KeyError):
-                    continue
-                if message.offset() + 1 >= ends[message.topic()]:
-                    pending.discard(message.topic())
-        if pending:
-            log.warning(
-                "outbound read-back timed out", extra={"partition": partition, "topics": sorted(pending)}
-            )
-            return None
-        return found
-    finally:
-        reader.close()
+    topics = [topic_name(spec, settings) for spec in OUTBOUND_TOPICS]
+    committed = {"isolation.level": "read_committed"}
+    values = read_tail(settings, topics, partition, per_partition, timeout, **committed)
+    if values is None:
+        log.warning("outbound read-back timed out", extra={"partition": partition})
+        return None
+    found: set[str] = set()
+    for value in values:
+        try:
+            found.add(serde.decode(value)[1]["message_id"])
+        except (SerdeError, KeyError):
+            continue
+    return found
