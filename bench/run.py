@@ -72,6 +72,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
         "cpu": model,
+        "load_average_at_start": round(os.getloadavg()[0], 1),
         "python": platform.python_version(),
         "os": platform.system(),
     }
@@ -96,7 +97,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Measured {report['date']} on {m['cpus']} CPUs ({m['cpu'] or 'unknown CPU'}), Python {m['python']}, "
         "one local KRaft broker and chDB, all variants in one run. Ratios are the result; rates are "
-        "shown only to read them.",
+        "shown only to read them. Load average (1 min) from other work on the machine: "
+        f"{m.get('load_average_at_start', '?')} at the start, "
+        f"{m.get('load_average_at_end', '?')} at the end.",
         "",
         "| stage | ratio | value | rates (records/s) |",
         "|---|---|---:|---|",
@@ -162,6 +165,7 @@ def main() -> int:
         for name, command in selected.items():
             out = workdir / f"{name.replace(' ', '-')}.json"
             report["stages"].append(run_stage(name, command, env, out))
+    report["machine"]["load_average_at_end"] = round(os.getloadavg()[0], 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "latest.md").write_text(markdown(report))
