@@ -27,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from bench.harness import REPO, bench_broker
 
 RESULTS = REPO / "bench" / "results"
+README = REPO / "README.md"
+# The README's copy of the latest table sits between these lines (a full run rewrites it).
+TABLE_START, TABLE_END = "<!-- bench table: start -->", "<!-- bench table: end -->"
 
 
 def stages(quick: bool) -> dict[str, list[str]]:
@@ -120,6 +123,16 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def update_readme(table: str, readme: Path = README) -> bool:
+    """Put ``table`` between the README's markers; False if the markers are missing."""
+    text = readme.read_text()
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        return False
+    readme.write_text(text[: start + len(TABLE_START)] + "\n" + table + text[end:])
+    return True
+
+
 def chart(report: dict[str, Any], path: Path) -> bool:
     try:
         import matplotlib
@@ -171,6 +184,8 @@ def main() -> int:
     (args.out / "latest.md").write_text(markdown(report))
     drew = chart(report, args.out / "latest.png")
     print(markdown(report))
+    if not args.quick and not args.only and args.out == RESULTS and update_readme(markdown(report)):
+        print("updated the table in README.md (commit it with bench/results/)")
     print(
         f"wrote {args.out / 'latest.json'}, latest.md"
         + (", latest.png" if drew else " (no matplotlib: no chart)")
