@@ -9,52 +9,16 @@ The rule is a function of the partition's log alone, so a batch replayed after a
 filtered exactly as the first time and keeps its insert token: a record is a copy when a record
 with the same bytes sits in the ``window`` offsets before it. Values are compared by a 64-bit
 hash (Python's, per process: the window is rebuilt by each process from the log); a collision
-inside one window is about 1 in 10^10 at the default size.
+inside one window is about 1 in 10^10 at the default size (``services/common/recent.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from itertools import compress
 
+from services.common.recent import RecentValues
 from services.loader.batcher import Batch, Item
-
-
-class RecentValues:
-    """The values of one partition's last ``window`` offsets, a batch at a time.
-
-    Per value hash the latest offset holding it: a record is a copy when that offset is at most
-    ``window`` before its own. Lookups go through ``map`` over the batch (a Python step per record
-    cost a fifth of the loader's time)."""
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._latest: dict[int, int] = {}  # hash -> latest offset holding it
-        self.next_offset = -1  # the offset after the last one seen
-
-    def copies(self, offsets: Sequence[int], values: Sequence[bytes | None]) -> list[bool]:
-        """Per record (ascending offsets, after those seen so far), whether it is a copy;
-        remembers them all."""
-        if not offsets:
-            return []
-        hashes = list(map(hash, values))
-        latest = self._latest
-        if len(set(hashes)) == len(hashes):  # no value twice in the batch (the usual case)
-            previous = list(map(latest.get, hashes))
-            latest.update(zip(hashes, offsets, strict=True))
-        else:  # a copy inside the batch: its original must be remembered first
-            previous = []
-            for digest, offset in zip(hashes, offsets, strict=True):
-                previous.append(latest.get(digest))
-                latest[digest] = offset
-        self.next_offset = offsets[-1] + 1
-        if len(latest) > 2 * self.window:  # memory only: older entries can never match again
-            floor = self.next_offset - self.window
-            self._latest = {digest: offset for digest, offset in latest.items() if offset >= floor}
-        if previous.count(None) == len(previous):
-            return [False] * len(previous)
-        window = self.window
-        return [p is not None and p >= o - window for p, o in zip(previous, offsets, strict=True)]
 
 
 class CopyFilter:
