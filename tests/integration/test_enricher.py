@@ -9,11 +9,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from confluent_kafka import Producer
 
+from services.common.kafka import client_config, record_key
+from services.common.lag import committed_offsets, partition_lags
 from services.common.settings import Settings
+from services.common.topics import topic_name
+from services.enricher.settings import EnricherSettings
 from tests.enricher_records import T0, event, gps, tag, update
 from tests.helpers import wait_until
-from tests.integration.enricher_harness import Enricher, Topics
+from tests.integration.enricher_harness import VALID_BY_TYPE, Enricher, Topics
 
 pytestmark = pytest.mark.integration
 SHOP = {"geofences": [{"id": "shop", "latitude": 53.3498, "longitude": -6.2603, "radius_m": 100}]}
@@ -123,6 +128,39 @@ def test_launch_dedup_sessions_and_geofence_point_stream(enricher: Enricher, top
         "geofence_dwelled",
         "geofence_exited",
     ]
+
+
+def test_input_written_in_transactions_is_committed_to_its_end(
+    enricher: Enricher, topics: Topics, settings: Settings
+):
+    """Ingest writes `*.valid` in transactions, a commit marker after each. faust-streaming 0.15.3
+    committed past one marker per commit interval (2.8 s), so under a steady load the enricher's
+    committed offsets fell ever further behind what it had done (services/common/faust_commits.py):
+    a lag that only grows, and a crash replayed all of it. Once its outputs are out, the
+    enricher's group has nothing left to commit within a few commit intervals (40 transactions
+    took faust 0.15.3 about 110 s)."""
+    producer = Producer({**client_config(settings), "transactional.id": f"{settings.topic_prefix}ingest"})
+    producer.init_transactions(30)
+    valid = topic_name(VALID_BY_TYPE["event"], settings)
+    sent = [event(f"tx-{n}", T0 + n, install_id="tx-phone") for n in range(40)]
+    for record in sent:
+        producer.begin_transaction()
+        producer.produce(valid, key=record_key(record), value=topics.serde.encode("event", record))
+        producer.commit_transaction(30)
+    ids = {r["message_id"] for r in sent}
+    enriched = lambda: {e["message_id"] for es in topics.enriched.values() for e in es}  # noqa: E731
+    topics.wait(lambda: ids <= enriched(), "every record enriched")
+    group = EnricherSettings(topic_prefix=settings.topic_prefix).full_app_id
+    behind: list = []
+
+    def caught_up() -> bool:  # a group that has not committed on `valid` yet has no lag there either
+        behind[:] = partition_lags(settings, group)
+        return valid in committed_offsets(settings, group) and not behind
+
+    try:
+        wait_until(caught_up, timeout=20, interval=1.0, what="the enricher to commit everything")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; behind: {[str(lag) for lag in behind]}") from None
 
 
 def test_kill_9_and_restart_keeps_state(enricher: Enricher, topics: Topics, settings: Settings):
