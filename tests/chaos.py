@@ -7,7 +7,8 @@ One run, top to bottom: a private broker (free ports, temp dir) → ingest, enri
 trigger, loader as real subprocesses (`tagstream run NAME`) → a seeded generated population
 (duplicates, late and bad records) produced at a steady rate → faults from a seeded schedule,
 each fired when a share of the records has been produced → drain (poll until every check holds
-and the loader has no lag, or a deadline) → checks → report. `tests/integration/test_chaos.py` runs
+and no service group has a lag by `services/common/lag.py`, or a deadline; the report names the
+partitions still behind) → checks → report. `tests/integration/test_chaos.py` runs
 the short schedule; `TAGSTREAM_LOADER_TEST_UNSAFE_COMMIT_FIRST` is the negative control.
 
 The ClickHouse outage: chDB is embedded in the loader (no server to stop, and we run as root, so
@@ -35,10 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from services.common.broker import LocalBroker
-from services.common.kafka import ensure_topics, make_admin, make_producer, make_reader, watermarks
+from services.common.kafka import ensure_topics, make_producer, make_reader, watermarks
+from services.common.lag import PartitionLag, pipeline_partition_lags
 from services.common.serde import Serde, SerdeError
 from services.common.settings import Settings
 from services.common.topics import (
@@ -172,6 +174,7 @@ class Report:
     injected: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     drained: bool = False
+    lagging: list[str] = field(default_factory=list)  # partitions still behind when the drain ended
 
     @property
     def ok(self) -> bool:
@@ -183,6 +186,7 @@ class Report:
         lines.append(
             f"drained: {'yes' if self.drained else 'NO (deadline passed; checks show what is missing)'}"
         )
+        lines += [f"  behind: {lag}" for lag in self.lagging]
         lines += ["checks:"] + [f"  [{'PASS' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
         lines.append("RESULT: " + ("PASS" if self.ok else "FAIL"))
         return "\n".join(lines)
@@ -193,6 +197,7 @@ class Report:
             "sent": self.sent,
             "injected": self.injected,
             "drained": self.drained,
+            "lagging": self.lagging,
             "ok": self.ok,
             "checks": [c.__dict__ for c in self.checks],
         }
@@ -319,36 +324,10 @@ class Pipeline:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
-    def lag(self) -> dict[str, int]:
-        """Per consumer group on this (private) broker: records after its committed offsets
-        (transaction markers are not records). Timer topics (`*.ticks`) are left out: never idle."""
-        admin = make_admin(self.settings)
-        reader = make_reader(self.settings, **{"isolation.level": "read_committed"})
-        try:
-            committed: dict[str, dict[tuple[str, int], int]] = {}
-            for group in [g.group_id for g in admin.list_consumer_groups().result().valid]:
-                request = [ConsumerGroupTopicPartitions(group)]
-                offsets = admin.list_consumer_group_offsets(request)[group].result().topic_partitions
-                committed[group] = {
-                    (tp.topic, tp.partition): max(tp.offset, 0)
-                    for tp in offsets
-                    if not tp.topic.endswith(".ticks")
-                }
-            ranges: dict[tuple[str, int], tuple[int, int]] = {}
-            for positions in committed.values():
-                for (topic, partition), offset in positions.items():
-                    high = ranges.get((topic, partition), (0, -1))[1]
-                    if high < 0:
-                        high = watermarks(reader, TopicPartition(topic, partition))[1]
-                    start = min(offset, ranges.get((topic, partition), (offset, high))[0])
-                    ranges[(topic, partition)] = (start, high)
-            records = _records_in(reader, {tp: r for tp, r in ranges.items() if r[1] > r[0]})
-            return {
-                group: sum(1 for tp, offset in positions.items() for o in records.get(tp, ()) if o >= offset)
-                for group, positions in committed.items()
-            }
-        finally:
-            reader.close()
+    def lag(self) -> list[PartitionLag]:
+        """Every partition a consumer group of the services is behind on (records after its
+        committed offset; transaction markers are not records, timer topics are left out)."""
+        return [lag for lags in pipeline_partition_lags(self.settings).values() for lag in lags]
 
     def positions(
         self, specs: tuple[TopicSpec, ...] = LOADER_TOPICS
@@ -425,31 +404,6 @@ class Pipeline:
         self.clickhouse_down.unlink()
         self.services["loader"].start(ready_timeout=180)
         return held
-
-
-def _records_in(
-    reader: Any, ranges: dict[tuple[str, int], tuple[int, int]]
-) -> dict[tuple[str, int], list[int]]:
-    """Offsets of the records in [start, high) of each partition; transaction markers and aborted
-    records are not records. A partition whose position cannot reach ``high`` in 20 s (an open
-    transaction) gets a pseudo-record at ``high - 1``: not drained."""
-    found: dict[tuple[str, int], list[int]] = {tp: [] for tp in ranges}
-    if not ranges:
-        return found
-    reader.assign([TopicPartition(t, p, start) for (t, p), (start, _) in ranges.items()])
-    deadline = time.monotonic() + 20
-    pending = set(ranges)
-    while pending and time.monotonic() < deadline:
-        for message in reader.consume(num_messages=1000, timeout=0.5):
-            if message.error() is None:
-                found[(message.topic(), message.partition())].append(message.offset())
-        positions = reader.position([TopicPartition(t, p) for t, p in pending])
-        pending = {
-            (tp.topic, tp.partition) for tp in positions if tp.offset < ranges[(tp.topic, tp.partition)][1]
-        }
-    for tp in pending:
-        found[tp].append(ranges[tp][1] - 1)
-    return found
 
 
 # -- the checks ---------------------------------------------------------------------------------
@@ -800,7 +754,7 @@ def run(
         if producer_error:
             raise RuntimeError("producing the population failed") from producer_error[0]
         say("all records produced; draining")
-        report.drained = _drain(pipeline, expected, plan.drain_timeout_s)
+        report.drained, report.lagging = _drain(pipeline, expected, plan.drain_timeout_s)
         pipeline.supervise()
         exits = Check(
             SERVICES_UP, not pipeline.exits, f"{len(pipeline.exits)} exits: {pipeline.exits[:3] or 'none'}"
@@ -811,17 +765,25 @@ def run(
     return report
 
 
-def _drain(pipeline: Pipeline, expected: Expected, timeout: float, idle_s: float = 20.0) -> bool:
+def _drain(
+    pipeline: Pipeline, expected: Expected, timeout: float, idle_s: float = 20.0
+) -> tuple[bool, list[str]]:
     """Until every consumer group has committed everything and every expected record, dead letter
     and message has arrived; or, if something never arrives, until the groups have been idle for
-    ``idle_s`` (nothing more can come). False only if the deadline passes first."""
+    ``idle_s`` (nothing more can come). False only if the deadline passes first; with it, the
+    partitions some group was still behind on at the last look."""
     idle_since: list[float | None] = [None]
+    behind: list[str] = []
 
     def settled() -> bool:
         try:
             pipeline.supervise()
             done = complete(pipeline, expected)
-            if any(pipeline.lag().values()):
+            lagging = [str(lag) for lag in pipeline.lag()]
+            if lagging != behind:
+                pipeline.say(f"behind: {lagging or 'nothing'}")
+                behind[:] = lagging
+            if lagging:
                 idle_since[0] = None
                 return False
             if done:
@@ -833,9 +795,9 @@ def _drain(pipeline: Pipeline, expected: Expected, timeout: float, idle_s: float
 
     try:
         wait_until(settled, timeout=timeout, interval=2.0, what="the pipeline to drain")
-        return True
+        return True, []
     except AssertionError:
-        return False
+        return False, behind
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ far was processed and its outputs acknowledged (the services commit last).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -34,7 +35,8 @@ def service_groups(settings: Settings) -> list[str]:
     return sorted(g.group_id for g in listed.valid if not g.group_id.startswith(TOOL_GROUP_PREFIX))
 
 
-def _committed(settings: Settings, group: str) -> dict[str, dict[int, int]]:
+def committed_offsets(settings: Settings, group: str) -> dict[str, dict[int, int]]:
+    """topic -> partition -> the offset ``group`` committed (the next one it would read)."""
     admin = _admin(settings)
     request = [ConsumerGroupTopicPartitions(group)]
     result = admin.list_consumer_group_offsets(request)[group].result()
@@ -75,18 +77,35 @@ def _readable(reader: Consumer, gaps: dict[tuple[str, int], tuple[int, int]]) ->
         reader.unassign()
 
 
-def group_lag(
+@dataclass(frozen=True)
+class PartitionLag:
+    """One partition a group is behind on: where it committed, where the partition ends (for a
+    read_committed reader) and how many records lie between."""
+
+    group: str
+    topic: str
+    partition: int
+    committed: int  # -1: the group never committed on this partition
+    end: int
+    records: int
+
+    def __str__(self) -> str:
+        where = f"{self.group} {self.topic}[{self.partition}]"
+        return f"{where} committed {self.committed} end {self.end}: {self.records} records"
+
+
+def partition_lags(
     settings: Settings, group: str, reader: Consumer | None = None, ignore: frozenset[str] = frozenset()
-) -> int:
-    """Records not yet committed by ``group`` on every topic it has committed on. A partition of
-    such a topic with no commit yet counts from its low watermark, so nothing unread hides. Small
-    gaps are read to tell records from transaction markers; a large one is counted as is."""
+) -> list[PartitionLag]:
+    """Every partition where ``group`` has records not yet committed, on every topic it has
+    committed on. A partition of such a topic with no commit yet counts from its low watermark,
+    so nothing unread hides. Small gaps are read to tell records from transaction markers; a
+    large one is counted as is."""
     own_reader = reader is None
     reader = reader or _reader(settings)
     try:
-        lag = 0
-        to_read: dict[tuple[str, int], tuple[int, int]] = {}
-        for topic, committed in _committed(settings, group).items():
+        gaps: dict[tuple[str, int], tuple[int, int, int]] = {}  # -> (committed, start, end)
+        for topic, committed in committed_offsets(settings, group).items():
             if topic in ignore:
                 continue
             partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
@@ -94,24 +113,39 @@ def group_lag(
                 low, high = watermarks(reader, TopicPartition(topic, partition))
                 position = committed.get(partition, -1)
                 start = position if position >= 0 else low
-                if 0 < high - start <= VERIFY_GAP:
-                    to_read[(topic, partition)] = (start, high)
-                else:
-                    lag += max(0, high - start)
-        if to_read:
-            lag += sum(_readable(reader, to_read).values())
-        return lag
+                if high > start:
+                    gaps[(topic, partition)] = (position, start, high)
+        to_read = {tp: (start, end) for tp, (_, start, end) in gaps.items() if end - start <= VERIFY_GAP}
+        counts = _readable(reader, to_read) if to_read else {}
+        lags = [
+            PartitionLag(group, topic, partition, position, end, counts.get((topic, partition), end - start))
+            for (topic, partition), (position, start, end) in sorted(gaps.items())
+        ]
+        return [lag for lag in lags if lag.records]
     finally:
         if own_reader:
             reader.close()
 
 
-def pipeline_lag(settings: Settings) -> dict[str, int]:
-    """Lag per service consumer group. The tick topics are left out: they are the services' own
-    clocks, a new tick every few seconds, not input that anyone waits for."""
+def group_lag(
+    settings: Settings, group: str, reader: Consumer | None = None, ignore: frozenset[str] = frozenset()
+) -> int:
+    """Records not yet committed by ``group`` (:func:`partition_lags`, summed)."""
+    return sum(lag.records for lag in partition_lags(settings, group, reader, ignore))
+
+
+def pipeline_partition_lags(settings: Settings) -> dict[str, list[PartitionLag]]:
+    """The partitions each service consumer group is behind on. The tick topics are left out:
+    they are the services' own clocks, a new tick every few seconds, not input that anyone waits
+    for."""
     ticks = frozenset(topic_name(spec, settings) for spec in (SEGMENTER_TICKS, TRIGGER_TICKS))
     reader = _reader(settings)
     try:
-        return {group: group_lag(settings, group, reader, ticks) for group in service_groups(settings)}
+        return {group: partition_lags(settings, group, reader, ticks) for group in service_groups(settings)}
     finally:
         reader.close()
+
+
+def pipeline_lag(settings: Settings) -> dict[str, int]:
+    """Lag per service consumer group (:func:`pipeline_partition_lags`, summed per group)."""
+    return {group: sum(p.records for p in lags) for group, lags in pipeline_partition_lags(settings).items()}

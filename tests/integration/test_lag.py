@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import Producer, TopicPartition
 
 from services.common.kafka import client_config, ensure_topics, make_consumer
-from services.common.lag import group_lag
+from services.common.lag import PartitionLag, group_lag, partition_lags
 from services.common.topics import EVENTS, topic_name
 from tests.helpers import wait_until
 
@@ -61,3 +61,42 @@ def test_a_group_that_read_every_transaction_has_no_lag_left_by_commit_markers(s
     _consume_and_commit(settings, group, topic, 15)
 
     assert wait_until(lambda: group_lag(settings, group) == 0, timeout=10, what="lag 0")
+
+
+@pytest.mark.integration
+def test_partition_lags_name_each_partition_behind_with_its_committed_offset(settings):
+    """What the chaos drain reports when it times out: which group, topic and partition, where
+    the group committed, and how many records lie after it. A partition the group committed
+    past its last transaction is not behind, whatever its marker offsets."""
+    ensure_topics(settings, [EVENTS])
+    topic = topic_name(EVENTS, settings)
+    producer = Producer({**client_config(settings), "transactional.id": f"lag-{uuid.uuid4().hex}"})
+    producer.init_transactions(30)
+    for batch in range(3):
+        producer.begin_transaction()
+        for n in range(5):
+            producer.produce(topic, value=b"t%d-%d" % (batch, n), partition=0)
+        producer.commit_transaction(30)
+    plain = Producer(client_config(settings))
+    for n in range(2):
+        plain.produce(topic, value=b"p%d" % n, partition=1)
+    plain.flush(30)
+    group = f"lag-test-{uuid.uuid4().hex}"
+    consumer = make_consumer(settings, group, **{"isolation.level": "read_committed"})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    offsets: list[int] = []
+    wait_until(
+        lambda: (
+            offsets.extend(m.offset() for m in consumer.consume(15, timeout=1.0) if not m.error())
+            or len(offsets) == 15
+        ),
+        timeout=30,
+        what="partition 0's records",
+    )
+    consumer.commit(offsets=[TopicPartition(topic, 0, offsets[-1] + 1)], asynchronous=False)
+    consumer.close()
+
+    lags = partition_lags(settings, group)
+
+    assert lags == [PartitionLag(group, topic, 1, -1, 2, 2)]
+    assert str(lags[0]) == f"{group} {topic}[1] committed -1 end 2: 2 records"
