@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from mode.utils.times import want_seconds
 
 from services.common.faust_commits import fix_gap_commits
+from services.common.faust_read import read_committed
 from services.common.kafka import make_admin
 from services.common.logs import configure_logging, get_logger
 from services.common.runtime import HealthServer
@@ -36,8 +37,10 @@ def faust_app(
     s: Settings, app_id: str, state_dir: Path, session_timeout_s: float, replication_factor: int, **extra: Any
 ) -> faust.App:
     """A faust app with raw values, RocksDB tables in ``state_dir`` and acks from every replica;
-    offsets committed past transaction markers at once (``faust_commits.py``)."""
+    offsets committed past transaction markers at once (``faust_commits.py``), committed records
+    read only (``faust_read.py``)."""
     fix_gap_commits()
+    read_committed()
     state_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id,
