@@ -1,5 +1,6 @@
 """The values of a partition's last ``window`` offsets: is a record an exact copy of one just
-before it? Used by the loader's copy filter (``services/loader/copies.py``).
+before it? Used by the loader's copy filter (``services/loader/copies.py``) and the enricher's
+identity stage (``services/enricher/hop_copies.py``).
 
 Values are compared by Python's 64-bit hash (per process: each process rebuilds its window); a
 collision inside one window is about 1 in 10^10 at 20 000 offsets.

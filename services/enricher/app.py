@@ -58,6 +58,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         s.enricher_state_dir,
         s.enricher_broker_session_timeout_s,
         s.enricher_replication_factor,
+        broker_commit_interval=s.enricher_commit_interval_s,
     )
     valid = app.topic(*(topic_name(t, s) for t in VALID_TOPICS), **RAW)
     identity_topic = app.topic(

@@ -31,6 +31,12 @@ class EnricherSettings(Settings):
     enricher_broker_session_timeout_s: float = Field(
         default=10.0, description="Consumer group session timeout: how fast a killed instance is replaced."
     )
+    enricher_commit_interval_s: float = Field(
+        default=2.8,
+        gt=0,
+        description="How often input offsets are committed (faust's broker_commit_interval): a crash "
+        "replays at most about this much input.",
+    )
 
     enricher_replication_factor: int = Field(
         default=1, description="Replication of the changelog topics faust creates (3 on a real cluster)."

@@ -21,6 +21,7 @@ from services.common.serde import Serde, SerdeError
 from services.common.steps import Rejection, SourcePosition, dead_letter
 from services.enricher import metrics, outbox, versions
 from services.enricher import profile as prof
+from services.enricher.hop_copies import HopCopies
 from services.enricher.identity import resolve
 from services.enricher.person import Output, PersonConfig, apply
 
@@ -52,6 +53,7 @@ class Stages:
         # partition -> (message_id, kind) found at the end of enriched (readback.py), read at the
         # partition's first replay of an applied record in this process.
         self.produced: dict[int, set[tuple[str, str]]] = {}
+        self.hop_copies = HopCopies()  # the hop's replay after a crash (hop_copies.py)
 
     def identity(
         self, table: Mapping[str, Any], source: SourcePosition, committed: int | None = None
@@ -59,8 +61,12 @@ class Stages:
         """Stage 1: resolve the record's person; route it (and any merge) keyed by person id.
 
         It reads the table as it was before this offset (``versions.py``), so a replay after a
-        crash resolves, writes and routes exactly as the first time."""
+        crash resolves, writes and routes exactly as the first time; a copy the hop forwarded
+        again after a crash is skipped (``hop_copies.py``): its original was routed."""
         started = time.perf_counter()
+        if self.hop_copies.is_copy(source.topic, source.partition, source.offset, source.value):
+            metrics.DUPLICATES.labels("identity").inc()
+            return Outcome()
         try:
             record_type, record = self.serde.decode(source.value)
         except SerdeError as exc:

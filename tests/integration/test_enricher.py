@@ -220,6 +220,43 @@ def test_kill_9_and_restart_keeps_state(enricher: Enricher, topics: Topics, sett
     assert kinds.count("geofence_entered") == 1  # still inside: no second entry
 
 
+def test_copies_the_hop_forwards_again_after_a_kill_are_not_routed_to_another_person(
+    settings: Settings, topics: Topics, tmp_path: Path
+):
+    """After a SIGKILL the hop forwards again what it forwarded since its last commit: copies at
+    later offsets of `enricher.identity`, which stage 1 resolved against the identity state of
+    their own offset. Here the copied login found the device with the anonymous person the
+    logout gave it and merged that person into the user (without the skip the test fails on
+    that `merge`); in the chaos run a copied app_launch went to such a person, under two persons.
+    The copies are skipped (services/enricher/hop_copies.py)."""
+    dev = {"install_id": "hop-phone"}
+    # Nothing is committed before the kill, so the hop forwards all three records again.
+    first = Enricher(settings, tmp_path / "a.log", TAGSTREAM_ENRICHER_COMMIT_INTERVAL_S="600").start()
+    try:
+        topics.send("event", event("h-login", T0, "personalize", external_user_id="u-hop", **dev))
+        topics.send("event", event("h-launch", T0 + 1, **dev))
+        topics.send("event", event("h-logout", T0 + 2, "depersonalize", **dev))
+        topics.wait(lambda: "h-logout" in _ids(topics), "the logout enriched")
+    finally:
+        first.kill()
+    second = Enricher(settings, tmp_path / "b.log").start()
+    try:
+        # Same topic and key as the records before: forwarded after the hop's copies of them.
+        topics.send("event", event("h-marker", T0 + 3, **dev))
+        topics.wait(lambda: "h-marker" in _ids(topics), "a record after the replay")
+        topics.drain()
+    finally:
+        second.stop()
+    launched = {person for person in list(topics.enriched) if "h-launch" in _ids(topics, person)}
+    assert len(launched) == 1, f"h-launch under {len(launched)} persons"
+    assert not [e for es in topics.enriched.values() for e in es if e["kind"] == "merge"]
+
+
+def _ids(topics: Topics, person: str | None = None) -> set[str]:
+    persons = [person] if person else list(topics.enriched)
+    return {e["message_id"] for p in persons for e in topics.enriched[p]}
+
+
 def test_a_crash_between_state_write_and_outputs_loses_no_outputs(
     settings: Settings, topics: Topics, tmp_path: Path
 ):
