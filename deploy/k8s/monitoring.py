@@ -438,6 +438,7 @@ def panels() -> list[dict]:
                     "sum by (released) (rate(tagstream_trigger_parked_total[5m]))",
                     "waited for profile {{released}}",
                 ),
+                ("sum by (step) (rate(tagstream_trigger_handovers_total[5m]))", "merge hand-over {{step}}"),
             ],
             "ops",
         ),

@@ -109,7 +109,7 @@ SERVICES: tuple[ServiceDeploy, ...] = (
         "trigger",
         9105,
         "tagstream-trigger",
-        ("enriched", "segment-membership", "profiles", "trigger.ticks"),
+        ("enriched", "segment-membership", "profiles", "trigger.ticks", "trigger.merges"),
         stateful=True,
         settings="services.trigger.settings:TriggerSettings",
         config_files=("campaigns.yaml",),

@@ -84,6 +84,9 @@ ENRICHER_TOPICS: tuple[TopicSpec, ...] = (ENRICHER_IDENTITY, ENRICHER_ROUTED, EN
 # Trigger internals: wake-up calls from the trigger's timer to the partition whose persons are
 # due (value: JSON), co-partitioned with enriched/segment-membership/profiles (6 partitions).
 TRIGGER_TICKS = TopicSpec("trigger.ticks", None, retention_ms=DAY_MS)
+# Trigger internal: merge hand-overs between partitions, keyed by person id (value: JSON), so a
+# message lands on the partition that owns that person's state (docs/campaigns.md, "Merges").
+TRIGGER_MERGES = TopicSpec("trigger.merges", None, partitions=ENRICHED.partitions)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     *RAW_TOPICS,
@@ -95,6 +98,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     SEGMENT_MEMBERSHIP,
     SEGMENTER_TICKS,
     TRIGGER_TICKS,
+    TRIGGER_MERGES,
     *OUTBOUND_TOPICS,
     DEAD_LETTERS,
     INGEST_DEDUP,

@@ -1,8 +1,12 @@
-"""The faust app: one agent over four co-partitioned topics, three tables, two timers.
+"""The faust app: one agent over five co-partitioned topics, three tables, two timers.
 
-    enriched, segment-membership, profiles, trigger.ticks (6 partitions, key person id)
+    enriched, segment-membership, profiles, trigger.ticks, trigger.merges (6 partitions, key person id)
         --decide (tables persons, states, broadcasts)-->
-    outbound.<channel>, delivery-receipts (sent), dead-letters
+    outbound.<channel>, delivery-receipts (sent), dead-letters, trigger.merges
+
+A merge hand-over is sent to ``trigger.merges`` keyed by person id with faust's partitioner,
+which is the enricher's for ``enriched`` (murmur2), so it reaches the partition that owns that
+person's state (docs/campaigns.md, "Merges").
 
 Faust tables can only be written while an input event is processed (the changelog partition is
 the event's partition), so time reaches the agent as messages: the ``wake`` timer sends a tick
@@ -37,6 +41,7 @@ from services.common.topics import (
     OUTBOUND_TOPICS,
     PROFILES,
     SEGMENT_MEMBERSHIP,
+    TRIGGER_MERGES,
     TRIGGER_TICKS,
     topic_name,
 )
@@ -85,7 +90,8 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
         s.trigger_replication_factor,
     )
     names = {
-        spec.name: topic_name(spec, s) for spec in (ENRICHED, SEGMENT_MEMBERSHIP, PROFILES, TRIGGER_TICKS)
+        spec.name: topic_name(spec, s)
+        for spec in (ENRICHED, SEGMENT_MEMBERSHIP, PROFILES, TRIGGER_TICKS, TRIGGER_MERGES)
     }
     inputs = app.topic(*names.values(), **RAW)
     ticks = app.topic(names[TRIGGER_TICKS.name], partitions=TRIGGER_TICKS.partitions, **RAW)
@@ -93,6 +99,9 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
         spec.name: app.topic(topic_name(spec, s), **RAW)
         for spec in (*OUTBOUND_TOPICS, DELIVERY_RECEIPTS, DEAD_LETTERS)
     }
+    outputs[TRIGGER_MERGES.name] = app.topic(
+        names[TRIGGER_MERGES.name], partitions=TRIGGER_MERGES.partitions, **RAW
+    )
     table_opts: dict[str, Any] = {"default": None, "partitions": ENRICHED.partitions}  # json in changelogs
     tables = {name: app.Table(name, **table_opts) for name in ("persons", "states", "broadcasts")}
     persons, states, broadcasts = tables["persons"], tables["states"], tables["broadcasts"]
@@ -178,6 +187,8 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
                 await perform(stages.segment(persons, states, source, clock.now()), m.partition)
             elif m.topic == names[ENRICHED.name]:
                 await perform(stages.enriched(persons, states, source, clock.now()), m.partition)
+            elif m.topic == names[TRIGGER_MERGES.name]:
+                await perform(stages.handover(persons, states, source, clock.now()), m.partition)
             else:
                 await on_tick(source)
 

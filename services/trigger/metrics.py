@@ -44,6 +44,12 @@ PARKED = Counter(
     "Events held for the person's profile (parked), and released by its arrival or by the timeout.",
     ["released"],
 )
+HANDOVERS = Counter(
+    "tagstream_trigger_handovers_total",
+    "Merge hand-over steps (docs/campaigns.md, Merges): request, handed_over, folded, forwarded, "
+    "duplicate, dropped.",
+    ["step"],
+)
 TICKS = Counter("tagstream_trigger_ticks_total", "Ticks handled, by kind (due, rebuild).", ["kind"])
 NOW_SECONDS = Gauge(
     "tagstream_trigger_now_seconds", "The time the timer last read as now (the test clock when set)."

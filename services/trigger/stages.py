@@ -6,6 +6,7 @@ is testable with dicts.
     segment-membership  -> keep the membership -> core.on_event   (``persons``, ``states``)
     enriched            -> PersonEvent -> core.on_event           (``states``)
     a tick (partition)  -> core.on_tick for each due person, core.on_broadcast for due broadcasts
+    trigger.merges      -> a merge hand-over step: request, fold (merge.fold), forwarded event
 
 The app (``app.py``) performs an :class:`Outcome` in order: every send, then the table writes,
 then the due index. Faust flushes the producer before it commits an input offset, so a crash
@@ -22,7 +23,7 @@ import json
 import time
 from collections import ChainMap
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from services.trigger import metrics
 from services.trigger.core import Context, Emit, Reject, on_broadcast, on_event, on_tick
 from services.trigger.core import Outcome as Decision
 from services.trigger.inputs import LocationChange, PersonEvent, PersonView
+from services.trigger.merge import fold
 from services.trigger.records import person_event, segment_event
 from services.trigger.state import PersonState, from_ms, to_ms
 from services.trigger.triggers import BroadcastTrigger
@@ -44,6 +46,12 @@ SEEN_IDS = 256  # per person: inputs already applied (a replay after a crash is 
 EMITTED_IDS = 256  # per person: message ids already produced (never produced twice by one state)
 GEOFENCE = {"geofence_entered": "entered", "geofence_exited": "exited", "geofence_dwelled": "dwelled"}
 EVENT_KINDS = ("event", "app_launch", "tag")  # enriched kinds that carry an original record to trigger on
+# trigger.merges: the fields each hand-over step needs (docs/campaigns.md, "Merges")
+HANDOVER_FIELDS = {
+    "request": {"from", "into", "id"},
+    "fold": {"from", "into", "id", "state", "seen", "parked"},
+    "event": {"from", "into", "topic", "offset", "value"},
+}
 PARKED_MAX = 64  # per person: enriched events waiting for the profile that includes them
 
 
@@ -143,18 +151,29 @@ class Stages:
         source: SourcePosition,
         now: datetime,
         released: bool = False,
+        as_person: str | None = None,
     ) -> Outcome:
-        """An enriched event, tag or geofence transition -> the campaigns it starts, converts or times."""
+        """An enriched event, tag or geofence transition -> the campaigns it starts, converts or times.
+
+        ``as_person``: decide it for this person rather than the envelope's (an event of a person
+        merged into ``as_person``, forwarded or folded in; see "merges" below)."""
         env = self._decode(source, "enriched_event")
         if isinstance(env, Outcome):
             return env
+        if env["kind"] == "merge" and not as_person:
+            return self._request_hand_over(env)
         event = self._person_event(env)
         if isinstance(event, Rejection):
             return self._reject("to_person_event", event, source, env["message_id"])
         metrics.INPUTS.labels("enriched" if event else "enriched_ignored").inc()
         if event is None:
             return Outcome()
-        person, ctx = env["person_id"], self.context()
+        marker = (states.get(env["person_id"]) or {}).get("x")
+        if marker and not as_person:  # merged away already: its events are the survivor's
+            return self._forward(env["person_id"], marker, source)
+        person, ctx = as_person or env["person_id"], self.context()
+        if as_person:
+            event = replace(event, person_id=as_person)
         stored = persons.get(person)
         if not released and self.profile_wait_ms and _profile_behind(stored, event):
             return self._park(person, states, source, event, now)
@@ -219,7 +238,7 @@ class Stages:
             src = SourcePosition(
                 p["topic"], p["partition"], p["offset"], _unb64(p["key"]), _unb64(p["value"])
             )
-            outcome = self.enriched(persons, local, src, now, released=True)
+            outcome = self.enriched(persons, local, src, now, released=True, as_person=person)
             total.sends.extend(outcome.sends)
             local.update({k: v for table, k, v in outcome.writes if table == "states"})
             metrics.PARKED.labels(why).inc()
@@ -249,6 +268,114 @@ class Stages:
         except SerdeError as exc:
             return Rejection("undecodable", f"original: {exc}", "decode")
         return person_event(record_type, record, person)
+
+    # -- merges -------------------------------------------------------------------------------
+    # Only the survivor S's partition sees the enricher's `merge` envelope (keyed S,
+    # details.merged_from A), while A's state lives on A's partition, maybe on another instance.
+    # So S's partition asks (request, keyed A), A's partition hands its state over (fold, keyed S)
+    # and keeps a marker row ("x": S), S's partition folds it in. Events of A read after the
+    # marker are forwarded to S (event, keyed S). All on `trigger.merges`, read by the same agent,
+    # so its partition p is co-assigned with the inputs' and the tables' partition p.
+    def _request_hand_over(self, env: dict[str, Any]) -> Outcome:
+        survivor, merged = env["person_id"], (env.get("details") or {}).get("merged_from")
+        metrics.INPUTS.labels("merge").inc()
+        if not merged or merged == survivor:
+            return Outcome()
+        # One login can merge several persons, all with the login's message id.
+        request_id = f"{env['message_id']}|merge:{merged}"
+        request = {"t": "request", "from": merged, "into": survivor, "id": request_id}
+        metrics.HANDOVERS.labels("request").inc()
+        # A replayed merge asks again: harmless, the marker row answers it.
+        return Outcome(sends=[_handover_send(merged, request)])
+
+    def _forward(self, merged: str, survivor: str, source: SourcePosition) -> Outcome:
+        """An enriched record of a person merged away already: the survivor's partition decides it."""
+        message = {"t": "event", "from": merged, "into": survivor, "topic": source.topic,
+                   "offset": source.offset, "value": _b64(source.value)}  # fmt: skip
+        metrics.HANDOVERS.labels("forwarded").inc()
+        return Outcome(sends=[_handover_send(survivor, message)])
+
+    def handover(
+        self, persons: Mapping[str, Any], states: Mapping[str, Any], source: SourcePosition, now: datetime
+    ) -> Outcome:
+        """A record of `trigger.merges`, keyed by the person whose partition must act."""
+        try:
+            message = json.loads(source.value or b"")
+            step = message["t"]
+            missing = HANDOVER_FIELDS[step] - message.keys()
+            if missing:
+                raise ValueError(f"{step} without {sorted(missing)}")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return self._reject("handover", Rejection("undecodable", f"merge hand-over: {exc}"), source, None)
+        if step == "request":
+            return self._hand_over(states, source.partition, message)
+        survivor = message["into"]
+        marker = (states.get(survivor) or {}).get("x")
+        if marker:  # the survivor was merged on in turn (a chain): pass it along
+            metrics.HANDOVERS.labels("forwarded").inc()
+            return Outcome(sends=[_handover_send(marker, {**message, "into": marker})])
+        if step == "fold":
+            return self._fold(states, source.partition, message)
+        original = SourcePosition(
+            message["topic"], source.partition, message["offset"], survivor.encode(), _unb64(message["value"])
+        )
+        return self.enriched(persons, states, original, now, as_person=survivor)
+
+    def _hand_over(self, states: Mapping[str, Any], p: int, message: dict[str, Any]) -> Outcome:
+        """A's partition: send A's state to S, leave a marker. Send acknowledged before the marker
+        is written: a crash in between sends the same fold again, which S recognises by its id."""
+        merged, survivor = message["from"], message["into"]
+        entry = states.get(merged) or {}
+        if entry.get("x"):
+            metrics.HANDOVERS.labels("duplicate").inc()  # a replayed request
+            return Outcome()
+        if entry and entry.get("partition") != p:
+            # the inputs were not partitioned like faust's sends (murmur2 of the person id)
+            log.warning("merge request on another partition than the person's", extra={"partition": p})
+            metrics.HANDOVERS.labels("dropped").inc()
+            return Outcome()
+        outcome = Outcome()
+        if entry:
+            handed = {**message, "t": "fold", "id": f"fold:{message['id']}", "state": entry.get("state"),
+                      "seen": entry.get("seen") or [], "parked": entry.get("parked") or []}  # fmt: skip
+            outcome.sends.append(_handover_send(survivor, handed))
+        # No state: nothing is decided for A any more, its later inputs go to S (S knows A's seen ids).
+        marker = {"person": merged, "partition": p, "x": survivor, "due": None}
+        outcome.writes.append(("states", merged, marker))
+        outcome.due[merged] = None
+        metrics.HANDOVERS.labels("handed_over").inc()
+        return outcome
+
+    def _fold(self, states: Mapping[str, Any], p: int, message: dict[str, Any]) -> Outcome:
+        """S's partition: fold A's state into S's (merge.fold); A's parked events wait here now."""
+        survivor = message["into"]
+        entry = states.get(survivor) or {}
+        seen = list(entry.get("seen") or [])
+        if message["id"] in seen:
+            metrics.HANDOVERS.labels("duplicate").inc()  # folded before a crash
+            return Outcome()
+        own = PersonState.from_bytes(entry["state"].encode() if entry.get("state") else None)
+        theirs = PersonState.from_bytes(message["state"].encode() if message.get("state") else None)
+        state = fold(own, theirs)
+        parked = list(entry.get("parked") or [])
+        ids = {x["id"] for x in parked}
+        # Their source partition is now S's (it names the state row's partition when released).
+        parked += [{**x, "partition": p} for x in message.get("parked") or [] if x["id"] not in ids]
+        parked = parked[-PARKED_MAX:]
+        # A's applied input ids too: the enricher may re-send one of A's events under S.
+        seen = [*(message.get("seen") or []), *seen, message["id"]][-SEEN_IDS:]
+        due = _earliest(state.next_due_ms(), *(x["until"] for x in parked))
+        row = {
+            "person": survivor,
+            "partition": p,
+            "state": state.to_bytes().decode(),
+            "due": due,
+            "seen": seen,
+            "emitted": list(entry.get("emitted") or []),  # A's ids name A: S never produces them
+            "parked": parked,
+        }
+        metrics.HANDOVERS.labels("folded").inc()
+        return Outcome(writes=[("states", survivor, row)], due={survivor: due})
 
     # -- time ---------------------------------------------------------------------------------
     def tick_person(
@@ -309,6 +436,8 @@ class Stages:
     ) -> Outcome:
         started = time.perf_counter()
         entry = states.get(person) or {}
+        if entry.get("x"):  # merged into another person: nothing is decided or sent for it any more
+            return Outcome()
         seen: list[str] = list(entry.get("seen") or [])
         if input_id is not None and input_id in seen:
             metrics.DUPLICATES.labels("input").inc()
@@ -416,6 +545,10 @@ def _b64(data: bytes | None) -> str | None:
 
 def _unb64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
+
+
+def _handover_send(key: str, message: dict[str, Any]) -> Send:
+    return Send("trigger.merges", key.encode(), json.dumps(message, sort_keys=True).encode())
 
 
 def tick_value(kind: str, now_ms: int) -> bytes:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import murmur2
 
 from services.common.kafka import make_consumer, make_producer
 from services.common.serde import Serde
@@ -108,6 +109,20 @@ class Pipeline:
             "details": {"name": name},
         }
         self._send(ENRICHED, person, "enriched_event", envelope)
+
+    def merge(self, survivor: str, mid: str, merged: str, t: int = T0) -> None:
+        """The enricher's `merge` envelope: ``merged`` was merged into ``survivor`` (keyed survivor)."""
+        envelope = {
+            "message_id": mid,
+            "person_id": survivor,
+            "device_id": None,
+            "event_time": t,
+            "kind": "merge",
+            "record_type": None,
+            "original": None,
+            "details": {"merged_from": merged},
+        }
+        self._send(ENRICHED, survivor, "enriched_event", envelope)
 
     def segment(self, person: str, segment: str, change: str, t: int = T0) -> None:
         record = {
@@ -441,3 +456,50 @@ def test_pending_sends_survive_a_rebalance_and_losing_an_instance(
         if second.process is not None:
             second.terminate()
     assert sorted(m["person_id"] for m in pipeline.emails("cart-reminder")) == people
+
+
+def partition_of(person: str) -> int:
+    """The partition faust's producer (and so the enricher, and this test's) picks for a person id."""
+    return (murmur2(person.encode()) & 0x7FFFFFFF) % ENRICHED.partitions
+
+
+def test_a_pending_send_follows_a_merge_to_the_survivor(
+    trigger: ServiceProcess, pipeline: Pipeline, clock: Path
+):
+    """A guest's cart reminder is pending when the guest logs in (the enricher merges the guest into
+    Sara; their partitions differ): at its time one reminder goes, to Sara's address, none to the
+    guest; a guest event read after the hand-over is Sara's; a copy of the merge changes nothing."""
+    guest, sara = "p-guest", "p-sara"
+    assert partition_of(guest) != partition_of(sara)
+    known_person(pipeline, trigger, guest, 1, email="guest@example.com", subscriptions=["email"],
+                 attributes={"first_name": "Guest"})  # fmt: skip
+    known_person(pipeline, trigger, sara, 2, email="sara@example.com", subscriptions=["email"],
+                 attributes={"first_name": "Sara"})  # fmt: skip
+    pipeline.event(guest, "ev-cart-g", "cart_updated", total=9)
+    wait_until(
+        lambda: metric(trigger, 'tagstream_trigger_scheduled_total{reason="delay"}') >= 1, what="scheduled"
+    )
+    pipeline.merge(sara, "ev-login-g", guest)
+    wait_until(
+        lambda: metric(trigger, 'tagstream_trigger_handovers_total{step="folded"}') >= 1,
+        what="the guest's state folded into Sara's",
+    )
+    set_clock(clock, T0 + HOUR + 1000)
+    [email] = pipeline.wait(lambda: pipeline.emails("cart-reminder"), "the reminder after an hour")
+    assert email["person_id"] == sara and email["destination"] == "sara@example.com"
+    assert email["content"]["subject"] == "Your cart of 9" and email["trigger_event_id"] == "ev-cart-g"
+    assert email["message_id"] == message_id("cart-reminder", sara, "ev-cart-g", "", "email", "")
+    pipeline.event(guest, "ev-signup-g", "signup")  # the guest's partition read it after the merge
+    [welcome] = pipeline.wait(lambda: pipeline.emails("welcome"), "the guest's signup welcoming Sara")
+    assert welcome["person_id"] == sara and welcome["destination"] == "sara@example.com"
+    assert welcome["content"]["subject"] == "Welcome, Sara"
+    pipeline.merge(sara, "ev-login-g", guest)  # the enricher's copy after a crash
+    wait_until(
+        lambda: metric(trigger, 'tagstream_trigger_handovers_total{step="duplicate"}') >= 1,
+        what="the copy of the merge answered by the marker",
+    )
+    pipeline.event(sara, "ev-signup-s", "signup")  # a later message: everything before it is out
+    pipeline.wait(lambda: len(pipeline.emails("welcome")) >= 2, "a later message")
+    assert [m["person_id"] for m in pipeline.emails("cart-reminder")] == [sara]
+    assert [m["person_id"] for m in pipeline.emails("welcome")] == [sara, sara]
+    assert all(m["person_id"] != guest for topic in pipeline.messages.values() for m in topic)
