@@ -43,14 +43,14 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench.harness import bench_broker
 from services.common.clickhouse import connect
-from services.common.kafka import ensure_topics, make_consumer, make_producer, record_key
+from services.common.kafka import ensure_topics, make_producer, record_key
 from services.common.runtime import StopFlag
 from services.common.serde import Serde
 from services.common.topics import ENRICHED, VALID_TAGS, topic_name
 from services.loader import ddl
 from services.loader.batcher import Batch
 from services.loader.enriched import ENRICHED_ROUTE
-from services.loader.main import Loader
+from services.loader.main import Loader, loader_consumer
 from services.loader.rows import ROUTES, SOURCE_COLUMNS
 from services.loader.settings import LoaderSettings
 from services.loader.sink import ClickHouseSink
@@ -156,7 +156,7 @@ def measure_lag(settings: LoaderSettings, client, serde: Serde, window: float, s
     )
     ensure_topics(settings)  # every subscribed topic: a missing one stalls fetches
     sink, stop = ClickHouseSink(client), StopFlag()
-    consumer, producer = make_consumer(settings, settings.loader_group_id), make_producer(settings)
+    consumer, producer = loader_consumer(settings), make_producer(settings)
     loader = AssignedLoader(settings, sink, consumer, producer)
     thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
     thread.start()
@@ -192,7 +192,7 @@ def measure_lag(settings: LoaderSettings, client, serde: Serde, window: float, s
 
 def consume_only(settings: LoaderSettings, name: str, n: int) -> float:
     """Rows/s of a bare confluent consumer reading the n records (the Kafka side alone)."""
-    consumer = make_consumer(settings, f"bench-consume-{uuid.uuid4().hex[:6]}")
+    consumer = loader_consumer(settings, f"bench-consume-{uuid.uuid4().hex[:6]}")  # same fetch settings
     consumer.subscribe([name])
     got, started = 0, None
     while got < n:
@@ -297,7 +297,7 @@ def run(args: argparse.Namespace, settings: LoaderSettings) -> dict:
 
     direct = insert_direct()
 
-    consumer = make_consumer(settings, settings.loader_group_id)
+    consumer = loader_consumer(settings)
     loader = TimedLoader(settings, ClickHouseSink(client), consumer, producer, target=args.rows)
     profiler = cProfile.Profile() if args.profile else None
     if profiler:

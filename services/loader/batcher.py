@@ -114,6 +114,10 @@ class Batcher:
             if (topic, partition) in due or self._rides_along(buffer, now)
         ]
 
+    def has_due(self, now: float) -> bool:
+        """Whether :meth:`due` would return a batch now."""
+        return any(self._is_due(buffer, now) for buffer in self._buffers.values())
+
     def _is_due(self, buffer: _Buffer, now: float) -> bool:
         if now - buffer.started >= self.flush_seconds:
             return True

@@ -135,6 +135,8 @@ class Loader:
         # Inserts run here, one round of due batches at a time (_write).
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader-writer")
         self._inflight: Future[list[Written]] | None = None
+        # Records read ahead while the writer works, at most (then consuming waits for it).
+        self._buffer_cap = 2 * settings.loader_flush_rows
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, stop: StopFlag) -> None:
@@ -143,14 +145,19 @@ class Loader:
         poll = min(0.5, self.settings.loader_flush_seconds / 4)
         try:
             while not stop.is_set:
-                consumed = list(runs(self.consumer.consume(5000, timeout=poll)))
+                # A batch already due (a backlog read faster than it is written): do not wait
+                # for more records first, hand it to the writer as soon as it is free.
+                wait = 0.0 if self.batcher.has_due(time.monotonic()) else poll
+                consumed = list(runs(self.consumer.consume(5000, timeout=wait)))
                 self._look_up_boundaries([(t, p, offsets[0]) for t, p, offsets, *_ in consumed])
                 for run in consumed:
                     self._buffer(*run)
                 self.ready = True
-                self._settle(wait=False)  # a round written meanwhile: commit it now
-                self._write(self.batcher.due(time.monotonic()), stop)
                 metrics.BUFFERED.set(len(self.batcher))
+                self._settle(wait=False)  # a round written meanwhile: commit it now
+                if consumed and self._writer_busy() and len(self.batcher) < self._buffer_cap:
+                    continue  # read on while the writer works: what is due goes in its next round
+                self._write(self.batcher.due(time.monotonic()), stop)
             self._write(self.batcher.drain(time.monotonic()), stop)  # SIGTERM: finish, commit, close
             self._settle()
         finally:
@@ -168,6 +175,9 @@ class Loader:
             if self.settings.loader_test_unsafe_commit_first:  # fault injection: the bug, on purpose
                 self._commit(batches)
             self._inflight = self._writer.submit(self.write_all, batches, stop)
+
+    def _writer_busy(self) -> bool:
+        return self._inflight is not None and not self._inflight.done()
 
     def _settle(self, wait: bool = True) -> None:
         """Commit the round in flight once written (waiting for it unless ``wait`` is False);
@@ -461,6 +471,18 @@ class Loader:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def loader_consumer(settings: LoaderSettings, group_id: str | None = None) -> Consumer:
+    """The loader's consumer (``group_id``: another group with the same settings, for benches)."""
+    return make_consumer(
+        settings,
+        group_id or settings.loader_group_id,
+        **{
+            "session.timeout.ms": settings.loader_session_timeout_ms,
+            "max.partition.fetch.bytes": settings.loader_fetch_partition_bytes,
+        },
+    )
+
+
 def run() -> int:
     settings = LoaderSettings()
     configure_logging(SERVICE, settings.log_level)
@@ -475,9 +497,7 @@ def run() -> int:
     log.info("migrations applied", extra={"applied": applied})
     lock = threading.Lock()
     sink = ClickHouseSink(client, lock)
-    consumer = make_consumer(
-        settings, settings.loader_group_id, **{"session.timeout.ms": settings.loader_session_timeout_ms}
-    )
+    consumer = loader_consumer(settings)
     producer = make_producer(settings)
     loader = Loader(settings, sink, consumer, producer)
     server = AnalyticsServer(settings.loader_host, settings.loader_port, client, lock, lambda: loader.ready)

@@ -144,6 +144,18 @@ class TestBatcher:
         assert sorted(b.token for b in batcher.due(now=0.0)) == ["t:0:0-9", "t:1:0-4", "t:4:0-0"]
         assert len(batcher) == 10  # partition 2's four records, partition 3's six
 
+    def test_has_due_says_whether_due_would_return_a_batch(self):
+        batcher = Batcher(flush_seconds=5, flush_rows=3)
+        batcher.add("t", 0, Item(0, None, b""), now=0.0)
+        assert not batcher.has_due(now=1.0)
+        assert batcher.has_due(now=5.0)  # old enough
+        batcher.add("t", 1, Item(0, None, b""), now=1.0)
+        batcher.add("t", 1, Item(1, None, b""), now=1.0)
+        batcher.add("t", 1, Item(2, None, b""), now=1.0)
+        assert batcher.has_due(now=1.0)  # big enough
+        assert [b.token for b in batcher.due(now=1.0)] == ["t:1:0-2"]
+        assert not batcher.has_due(now=1.0)
+
     def test_revoked_partitions_are_forgotten(self):
         """Buffers of a revoked partition are dropped, to be replayed by the next owner."""
         batcher = Batcher(flush_seconds=1, flush_rows=100)
