@@ -24,6 +24,7 @@ writes (a crash between them replays the record; the stored offset then skips wh
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
@@ -37,6 +38,7 @@ from services.segmenter import metrics
 from services.segmenter.definitions import Segment, diff, parse
 from services.segmenter.engine import Change, Engine
 from services.segmenter.enriched import facts_for
+from services.segmenter.evaluate import apply
 from services.segmenter.facts import PersonState
 from services.segmenter.index import Index
 
@@ -49,7 +51,7 @@ Table = MutableMapping[str, Any]
 
 @dataclass(frozen=True)
 class Send:
-    output: str  # segment-membership | dead-letters
+    output: str  # segment-membership | dead-letters | segmenter.merges
     key: bytes | None
     value: bytes
 
@@ -118,6 +120,8 @@ class Segmenter:
         person = env["person_id"]
         row = out.writes.get(person) or table.get(person)
         seen_key = f"{env['message_id']}|{env['kind']}"
+        if env["kind"] == "merge":  # one input record can merge several persons into one
+            seen_key += f":{(env.get('details') or {}).get('merged_from', '')}"
         if row is not None and row.get("o", -1) >= source.offset:
             metrics.RECORDS.labels("duplicate").inc()  # applied before a crash, offset not committed
             return out
@@ -125,9 +129,13 @@ class Segmenter:
             # the same enriched record at a new offset: the enricher re-sent it after its crash
             metrics.RECORDS.labels("duplicate").inc()
             return out
+        if env["kind"] == "merge":
+            return self._request_hand_over(out, source, env, row, seen_key)
         facts = facts_for(env, record)
         if isinstance(facts, Rejection):
             return self._reject(out, facts, source, env["message_id"])
+        if row is not None and row.get("x"):
+            return self._forward(out, engine, source, env, row, facts, seen_key, now)
         before = engine.evaluations
         changes: list[Change] = []
         try:
@@ -148,6 +156,26 @@ class Segmenter:
         metrics.LATENCY.observe(time.perf_counter() - started)
         return out
 
+    def handover(self, table: Table, source: SourcePosition) -> Outcome:
+        """A record of ``segmenter.merges`` (keyed by the person whose partition must act):
+        ``request`` (hand this merged-away person over) or ``fold`` (fold this state into the
+        survivor). See docs/segments.md, "Merges"."""
+        now = self.clock()
+        out = Outcome()
+        engine = self._engine(table, source.partition, now, out)
+        try:
+            message = json.loads(source.value)
+            step = message["t"]
+            if step not in ("request", "fold"):
+                raise ValueError(step)
+        except (ValueError, KeyError, TypeError) as exc:
+            return self._reject(out, Rejection("undecodable", f"merge hand-over: {exc}"), source)
+        if step == "request":
+            self._hand_over(out, table, engine, source.partition, message, now)
+        else:
+            self._fold(out, table, engine, source.partition, message, now)
+        return out
+
     def tick(self, table: Table, partition: int) -> Outcome:
         now = self.clock()
         out = Outcome()
@@ -158,6 +186,98 @@ class Segmenter:
         metrics.EVALUATIONS.inc(engine.evaluations - before)
         self._emit(out, changes, None)
         self._write(out, table, partition, {c.person_id for c in changes})
+        return out
+
+    # -- merges -----------------------------------------------------------------------------
+    # Only the survivor's partition sees the enricher's `merge` envelope, while the merged-away
+    # person's state lives on its own partition (maybe another instance). So: the survivor's
+    # partition asks (request, keyed by the merged-away person), that partition ends the
+    # memberships and sends the state (fold, keyed by the survivor), the survivor's partition
+    # folds it in and re-evaluates. The merged-away person's row stays as a marker ("x": the
+    # survivor) so that its facts read later (its partition lagging) follow, and replays stop.
+    def _request_hand_over(
+        self, out: Outcome, source: SourcePosition, env: dict[str, Any], row: Any, seen_key: str
+    ) -> Outcome:
+        survivor, merged = env["person_id"], (env.get("details") or {}).get("merged_from")
+        metrics.RECORDS.labels("merge").inc()
+        if not merged or merged == survivor:
+            return out
+        request = {"t": "request", "from": merged, "into": survivor, "id": seen_key, "mid": env["message_id"]}
+        out.sends.append(Send("segmenter.merges", merged.encode(), json.dumps(request).encode()))
+        metrics.HANDOVERS.labels("request").inc()
+        if row is not None:  # a replay of the merge is then skipped here (a repeated request is harmless)
+            out.writes[survivor] = _applied(row, source.offset, seen_key)
+        return out
+
+    def _hand_over(
+        self, out: Outcome, table: Table, engine: Engine, p: int, message: dict[str, Any], now: int
+    ) -> None:
+        merged, survivor = message["from"], message["into"]
+        row = out.writes.get(merged) or table.get(merged)
+        if row is not None and row.get("x"):
+            metrics.HANDOVERS.labels("duplicate").inc()  # handed over already (a replayed request)
+            return
+        if row is not None and row.get("p") != p:
+            # `enriched` was not partitioned like faust's sends (murmur2 of the person id)
+            log.warning("merge request on another partition than the person's", extra={"partition": p})
+            return
+        changes, state = engine.remove(merged, now)
+        self._emit(out, changes, message["mid"])
+        if state is not None:
+            # its own id: the survivor's row already lists the merge's key (the request)
+            fold = {**message, "t": "fold", "id": f"fold:{message['id']}", "s": state.to_bytes().decode()}
+            out.sends.append(Send("segmenter.merges", survivor.encode(), json.dumps(fold).encode()))
+        previous = row or {}
+        out.writes[merged] = {"p": p, "o": previous.get("o", -1), "r": previous.get("r", []), "m": [],
+                              "x": survivor}  # fmt: skip
+        self._write(out, table, p, {c.person_id for c in changes} - {merged})
+        metrics.HANDOVERS.labels("handed_over").inc()
+
+    def _fold(
+        self, out: Outcome, table: Table, engine: Engine, p: int, message: dict[str, Any], now: int
+    ) -> None:
+        survivor = message["into"]
+        row = out.writes.get(survivor) or table.get(survivor)
+        if row is not None and row.get("x"):  # the survivor was merged on in turn: pass it along
+            forward = {**message, "into": row["x"]}
+            out.sends.append(Send("segmenter.merges", row["x"].encode(), json.dumps(forward).encode()))
+            metrics.HANDOVERS.labels("forwarded").inc()
+            return
+        if row is not None and message["id"] in row.get("r", ()):
+            metrics.HANDOVERS.labels("duplicate").inc()  # folded before a crash
+            return
+        before = engine.evaluations
+        changes = engine.absorb(survivor, PersonState.from_bytes(message["s"].encode()), now)
+        metrics.EVALUATIONS.inc(engine.evaluations - before)
+        self._emit(out, changes, message["mid"])
+        self._write(out, table, p, {survivor}, (survivor, None, message["id"]))
+        self._write(out, table, p, {c.person_id for c in changes} - {survivor})
+        metrics.HANDOVERS.labels("folded").inc()
+
+    def _forward(
+        self,
+        out: Outcome,
+        engine: Engine,
+        source: SourcePosition,
+        env: dict[str, Any],
+        row: dict[str, Any],
+        facts: list[Any],
+        seen_key: str,
+        now: int,
+    ) -> Outcome:
+        """Facts of a person merged away already (read after the hand-over): fold them into the
+        survivor as a state of their own."""
+        if facts:
+            state = PersonState()
+            for fact in facts:
+                state = apply(fact, state, engine.index, now)
+            merged = env["person_id"]
+            fold = {"t": "fold", "from": merged, "into": row["x"], "id": f"fold:{seen_key}@{merged}",
+                    "mid": env["message_id"], "s": state.to_bytes().decode()}  # fmt: skip
+            out.sends.append(Send("segmenter.merges", row["x"].encode(), json.dumps(fold).encode()))
+            metrics.HANDOVERS.labels("forwarded").inc()
+        metrics.RECORDS.labels("forwarded").inc()
+        out.writes[env["person_id"]] = _applied(row, source.offset, seen_key)
         return out
 
     # -- engines ----------------------------------------------------------------------------
@@ -178,7 +298,7 @@ class Segmenter:
                 continue
             if key.startswith(DEFINITIONS_KEY):
                 saved = {s.id: s for s in parse({"segments": row["segments"]}, key)}
-            else:
+            elif not row.get("x"):  # a merged-away person's marker has no state
                 states[key] = PersonState.from_bytes(row["s"].encode())
                 members[key] = set(row["m"])
         # Equal saved definitions count as the current ones (no reload to log).
@@ -221,9 +341,10 @@ class Segmenter:
         table: Table,
         p: int,
         persons: Iterable[str],
-        applied: tuple[str, int, str] | None = None,
+        applied: tuple[str, int | None, str] | None = None,
     ) -> None:
-        """Rows of ``persons``; ``applied`` = (person, offset, record key) of the record just applied."""
+        """Rows of ``persons``; ``applied`` = (person, offset, record key) of the record just applied
+        (offset None: not an `enriched` record, a merge's fold)."""
         engine = self.engines[p]
         for person in persons:
             state = engine.states.get(person)
@@ -232,7 +353,7 @@ class Segmenter:
             previous = out.writes.get(person) or table.get(person) or {}
             o, recent = previous.get("o", -1), previous.get("r", [])
             if applied and applied[0] == person:
-                o, recent = applied[1], [*recent, applied[2]][-RECENT_KEYS:]
+                o, recent = o if applied[1] is None else applied[1], [*recent, applied[2]][-RECENT_KEYS:]
             members = sorted(engine.members.get(person, ()))
             out.writes[person] = {"p": p, "o": o, "s": state.to_bytes().decode(), "m": members, "r": recent}
 
@@ -275,3 +396,8 @@ class Segmenter:
         metrics.RECORDS.labels("dead_letter").inc()
         log.info("dead letter", extra={"reason": rejection.reason, "offset": source.offset})
         return out
+
+
+def _applied(row: dict[str, Any], offset: int, key: str) -> dict[str, Any]:
+    """``row`` with this record marked as applied (its offset and key), nothing else changed."""
+    return {**row, "o": offset, "r": [*row.get("r", []), key][-RECENT_KEYS:]}
