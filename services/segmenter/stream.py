@@ -3,6 +3,8 @@
     enriched record → decode → skip if already applied (offset) → facts (enriched.py)
         → Engine.on_fact → encode changes → Outcome(sends, table writes)
     tick (one per owned partition, from the faust timer) → Engine.advance → Outcome
+    merge envelope → request ⇢ segmenter.merges ⇢ the merged-away person's partition: exits,
+        fold ⇢ segmenter.merges ⇢ the survivor's partition: Engine.absorb (see "merges" below)
 
 An engine holds the persons of one partition of ``enriched`` (it is keyed by person id), so its
 timer heap, its table writes (changelog partition = the input partition) and a rebalance all
@@ -14,7 +16,9 @@ any change it finds (a window that ended while the service was down) is emitted 
 Table rows (one table, so a person's state and membership are written together, in one changelog
 record): ``person id → {"p": partition, "o": last applied offset, "s": PersonState JSON,
 "m": [segment ids], "r": [message_id|kind of the last RECENT_KEYS records applied]}`` — "r" skips
-the copies the enricher re-sends after a crash (same record, new offset; docs/design.md);
+the copies the enricher re-sends after a crash (same record, new offset; docs/design.md), and
+folds already applied; a person merged into another keeps a marker ``{"p", "o", "r", "m": [],
+"x": survivor}``;
 ``~definitions:<p> → {"p": p, "segments": [...]}`` are the definitions the
 partition's state was built for, so a restart under changed definitions goes through
 ``Engine.reload`` like a live reload. The faust agent performs an Outcome in order: sends, then
