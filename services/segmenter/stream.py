@@ -174,10 +174,14 @@ class Segmenter:
                 raise ValueError(step)
         except (ValueError, KeyError, TypeError) as exc:
             return self._reject(out, Rejection("undecodable", f"merge hand-over: {exc}"), source)
-        if step == "request":
-            self._hand_over(out, table, engine, source.partition, message, now)
-        else:
-            self._fold(out, table, engine, source.partition, message, now)
+        try:
+            if step == "request":
+                self._hand_over(out, table, engine, source.partition, message, now)
+            else:
+                self._fold(out, table, engine, source.partition, message, now)
+        except Exception as exc:  # as for records: a bug must not stop the partition
+            log.exception("merge hand-over failed", extra={"offset": source.offset})
+            return self._reject(out, Rejection("internal_error", type(exc).__name__), source)
         return out
 
     def tick(self, table: Table, partition: int) -> Outcome:
