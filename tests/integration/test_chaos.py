@@ -4,9 +4,9 @@ check is one test. The negative control runs the same faults with a loader that 
 it inserts: the loss must be caught.
 
 Each service's own guarantee is asserted as is (loader, ingest, trigger, bad records, segments
-of persons never merged). Known failures, named by the bug (not weakened, so a fix shows up):
-- the segmenter does not follow merges: a merged-away person stays a member (strict xfail, it
-  happens on every run of this population);
+of persons never merged), and segment membership equals the recomputation for everyone (the
+segmenter hands a merged-away person's state over to the survivor, docs/segments.md "Merges").
+Known failures, named by the bug (not weakened, so a fix shows up):
 - the enricher, after a SIGKILL, can emit a record twice under two persons (a replay re-resolves
   the device to the person it belongs to *now*); it depends on where the SIGKILL lands, so the
   two end-to-end "twice" checks are non-strict xfails. Nothing lost, every purchase messaged and
@@ -25,10 +25,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 ENRICHER = (
     "enricher after a SIGKILL: a record emitted twice under two persons by a replay that "
     "re-resolves identity (docs/design.md, Fault tests)"
-)
-SEGMENTER_MERGES = (
-    "segmenter: memberships stay with a merged-away person; the SQL recomputation counts the "
-    "surviving person (docs/design.md, Fault tests)"
 )
 
 
@@ -93,7 +89,6 @@ def test_no_service_exits_on_its_own(report):
     _assert_check(report, chaos.SERVICES_UP)
 
 
-@pytest.mark.xfail(strict=True, reason=SEGMENTER_MERGES)
 def test_segment_membership_equals_recomputation(report):
     _assert_check(report, chaos.SEGMENTS_EQUAL)
 
