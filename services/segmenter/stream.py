@@ -213,8 +213,10 @@ class Segmenter:
         request = {"t": "request", "from": merged, "into": survivor, "id": seen_key, "mid": env["message_id"]}
         out.sends.append(Send("segmenter.merges", merged.encode(), json.dumps(request).encode()))
         metrics.HANDOVERS.labels("request").inc()
-        if row is not None:  # a replay of the merge is then skipped here (a repeated request is harmless)
-            out.writes[survivor] = _applied(row, source.offset, seen_key)
+        # The survivor's row is not marked with this record: its changelog record can be
+        # acknowledged while the request, sent to another partition, is still in the producer
+        # when a SIGKILL hits (docs/segments.md "Recovery"); a replay then asks again, and a
+        # repeated request only re-sends what the first one sent.
         return out
 
     def _hand_over(
@@ -223,7 +225,15 @@ class Segmenter:
         merged, survivor = message["from"], message["into"]
         row = out.writes.get(merged) or table.get(merged)
         if row is not None and row.get("x"):
-            metrics.HANDOVERS.labels("duplicate").inc()  # handed over already (a replayed request)
+            # Handed over already: a replayed request. Its outputs may have been lost with the
+            # producer's buffer while the marker's changelog record was not, so send them again
+            # (the fold keeps its id, the survivor drops a copy; exits are idempotent).
+            sent = row.get("h") or {}
+            gone = [Change(merged, s, "exited", now, "merge") for s in sent.get("m", [])]
+            self._emit(out, gone, message["mid"], count=False)
+            if sent.get("f"):
+                out.sends.append(Send("segmenter.merges", row["x"].encode(), sent["f"].encode()))
+            metrics.HANDOVERS.labels("resent").inc()
             return
         if row is not None and row.get("p") != p:
             # `enriched` was not partitioned like faust's sends (murmur2 of the person id)
@@ -231,13 +241,17 @@ class Segmenter:
             return
         changes, state = engine.remove(merged, now)
         self._emit(out, changes, message["mid"])
+        fold = None
         if state is not None:
-            # its own id: the survivor's row already lists the merge's key (the request)
-            fold = {**message, "t": "fold", "id": f"fold:{message['id']}", "s": state.to_bytes().decode()}
-            out.sends.append(Send("segmenter.merges", survivor.encode(), json.dumps(fold).encode()))
+            fold = json.dumps(
+                {**message, "t": "fold", "id": f"fold:{message['id']}", "s": state.to_bytes().decode()}
+            )
+            out.sends.append(Send("segmenter.merges", survivor.encode(), fold.encode()))
         previous = row or {}
+        exited = sorted(c.segment_id for c in changes if c.person_id == merged and c.change == "exited")
+        # the marker keeps what was sent ("h"), to send it again on a replayed request
         out.writes[merged] = {"p": p, "o": previous.get("o", -1), "r": previous.get("r", []), "m": [],
-                              "x": survivor}  # fmt: skip
+                              "x": survivor, "h": {"m": exited, "f": fold}}  # fmt: skip
         self._write(out, table, p, {c.person_id for c in changes} - {merged})
         metrics.HANDOVERS.labels("handed_over").inc()
 
@@ -365,7 +379,7 @@ class Segmenter:
             members = sorted(engine.members.get(person, ()))
             out.writes[person] = {"p": p, "o": o, "s": state.to_bytes().decode(), "m": members, "r": recent}
 
-    def _emit(self, out: Outcome, changes: list[Change], message_id: str | None) -> None:
+    def _emit(self, out: Outcome, changes: list[Change], message_id: str | None, count: bool = True) -> None:
         for c in changes:
             record = {
                 "change_id": change_id(c),
@@ -382,8 +396,9 @@ class Segmenter:
             value = self.serde.encode("segment_membership", record, topic=topic, check=False)
             out.sends.append(Send("segment-membership", c.person_id.encode(), value))
             metrics.CHANGES.labels(c.change).inc()
-            self.counts[c.segment_id] += 1 if c.change == "entered" else -1
-            metrics.MEMBERS.labels(c.segment_id).set(self.counts[c.segment_id])
+            if count:  # False for a change sent again (the gauge counted it the first time)
+                self.counts[c.segment_id] += 1 if c.change == "entered" else -1
+                metrics.MEMBERS.labels(c.segment_id).set(self.counts[c.segment_id])
 
     def _count(self, memberships: Iterable[set[str]], sign: int) -> None:
         touched: set[str] = set()

@@ -132,15 +132,21 @@ class Run:
                 c > t for c, t in zip(after, ticks, strict=True)
             )
 
+        seen: list[tuple[list[int], list[int]]] = []
+
         def hand_overs_done() -> bool:
             # Committed first, then the ends: a hand-over sent for a record read before the commit
             # was flushed before it, so it is in the ends read after.
             done = committed(self.settings, self.segmenter_group, SEGMENTER_MERGES)
             high = ends(self.settings, SEGMENTER_MERGES)
+            seen[:] = [(done, high)]
             return all(c >= e or e == 0 for c, e in zip(done, high, strict=True))
 
         wait_until(segmenter_done, timeout=120, interval=0.5, what="the segmenter to drain")
-        wait_until(hand_overs_done, timeout=120, interval=0.5, what="the segmenter's merge hand-overs")
+        try:
+            wait_until(hand_overs_done, timeout=120, interval=0.5, what="the segmenter's merge hand-overs")
+        except AssertionError as exc:  # which partitions: committed vs end of segmenter.merges
+            raise AssertionError(f"{exc}; committed, ends per partition: {seen}") from None
         wait_until(
             lambda: (
                 self._caught_up(self.loader_group, ENRICHED, enriched)
