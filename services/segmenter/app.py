@@ -103,6 +103,10 @@ def build_app(s: SegmenterSettings, on_ready: Callable[[], None] = lambda: None)
         for tp in app.consumer.assignment():
             if tp.topic == enriched_name:
                 await ticks.send(value=b"", partition=tp.partition)
+                # An empty record on segmenter.merges too, so every partition of it is read and
+                # committed from the start: after a rebalance, hand-overs sent to a partition
+                # that had never been committed were not read (the oracle's two-instance run).
+                await outputs["segmenter.merges"].send(value=b"", partition=tp.partition)
 
     @app.timer(interval=s.segmenter_reload_seconds)
     async def reload_definitions() -> None:

@@ -134,19 +134,23 @@ class Run:
 
         seen: list[tuple[list[int], list[int]]] = []
 
-        def hand_overs_done() -> bool:
-            # Committed first, then the ends: a hand-over sent for a record read before the commit
-            # was flushed before it, so it is in the ends read after.
+        def hand_overs_done(high: list[int]) -> bool:
             done = committed(self.settings, self.segmenter_group, SEGMENTER_MERGES)
-            high = ends(self.settings, SEGMENTER_MERGES)
             seen[:] = [(done, high)]
             return all(c >= e or e == 0 for c, e in zip(done, high, strict=True))
 
         wait_until(segmenter_done, timeout=120, interval=0.5, what="the segmenter to drain")
-        try:
-            wait_until(hand_overs_done, timeout=120, interval=0.5, what="the segmenter's merge hand-overs")
-        except AssertionError as exc:  # which partitions: committed vs end of segmenter.merges
-            raise AssertionError(f"{exc}; committed, ends per partition: {seen}") from None
+        # segmenter.merges gets an empty record per partition every tick, so its end moves on:
+        # wait until what was on it is read (its outputs are flushed before the commit), once per
+        # hop (request, fold, a fold passed along a chain, one more).
+        for _ in range(4):
+            high = ends(self.settings, SEGMENTER_MERGES)
+            try:
+                wait_until(
+                    lambda h=high: hand_overs_done(h), timeout=120, interval=0.5, what="the hand-overs"
+                )
+            except AssertionError as exc:  # which partitions: committed vs end of segmenter.merges
+                raise AssertionError(f"{exc}; committed, ends per partition: {seen}") from None
         wait_until(
             lambda: (
                 self._caught_up(self.loader_group, ENRICHED, enriched)
