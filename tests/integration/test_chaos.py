@@ -4,9 +4,9 @@ check is one test. The negative control runs the same faults with a loader that 
 it inserts: the loss must be caught.
 
 Each service's own guarantee is asserted as is (loader, ingest, trigger, bad records, segments
-of persons never merged), and segment membership equals the recomputation for everyone (the
-segmenter hands a merged-away person's state over to the survivor, docs/segments.md "Merges").
-Known failures, named by the bug (not weakened, so a fix shows up):
+of persons never merged). Known failures, named by the bug (not weakened, so a fix shows up):
+- the segmenter does not follow merges: a merged-away person stays a member (strict xfail, it
+  happens on every run of this population);
 - the enricher, after a SIGKILL, emitted records twice under two persons (the hop's replay is a
   copy at a new offset of `enricher.identity`, resolved to the person the device belongs to
   *now*); stage 1 now skips those copies (services/enricher/hop_copies.py), and whether it
@@ -28,6 +28,10 @@ ENRICHER = (
     "enricher after a SIGKILL: a record emitted twice under two persons when the hop's replay puts "
     "a copy in enricher.identity that stage 1 resolves against later identity state (docs/design.md, "
     "Fault tests item 1; stage 1 skips the hop's copies since 2026-12-01: expected to XPASS)"
+)
+SEGMENTER_MERGES = (
+    "segmenter: memberships stay with a merged-away person; the SQL recomputation counts the "
+    "surviving person (docs/design.md, Fault tests)"
 )
 
 
@@ -89,6 +93,7 @@ def test_no_service_exits_on_its_own(report):
     _assert_check(report, chaos.SERVICES_UP)
 
 
+@pytest.mark.xfail(strict=True, reason=SEGMENTER_MERGES)
 def test_segment_membership_equals_recomputation(report):
     _assert_check(report, chaos.SEGMENTS_EQUAL)
 
