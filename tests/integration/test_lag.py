@@ -27,6 +27,17 @@ def _consume_and_commit(settings, group: str, topic: str, count: int) -> None:
     consumer.close()
 
 
+def _produce_transactions(settings, topic: str) -> None:
+    """Three transactions of five records on partition 0: a commit marker after each."""
+    producer = Producer({**client_config(settings), "transactional.id": f"lag-{uuid.uuid4().hex}"})
+    producer.init_transactions(30)
+    for batch in range(3):
+        producer.begin_transaction()
+        for n in range(5):
+            producer.produce(topic, value=b"t%d-%d" % (batch, n), partition=0)
+        producer.commit_transaction(30)
+
+
 @pytest.mark.integration
 def test_lag_counts_what_a_group_has_not_committed_including_partitions_it_never_committed(settings):
     ensure_topics(settings, [EVENTS])
@@ -49,13 +60,7 @@ def test_a_group_that_read_every_transaction_has_no_lag_left_by_commit_markers(s
     consumer that committed past its last record must count as caught up."""
     ensure_topics(settings, [EVENTS])
     topic = topic_name(EVENTS, settings)
-    producer = Producer({**client_config(settings), "transactional.id": f"lag-{uuid.uuid4().hex}"})
-    producer.init_transactions(30)
-    for batch in range(3):
-        producer.begin_transaction()
-        for n in range(5):
-            producer.produce(topic, value=b"t%d-%d" % (batch, n), partition=0)
-        producer.commit_transaction(30)
+    _produce_transactions(settings, topic)
     group = f"lag-test-{uuid.uuid4().hex}"
 
     _consume_and_commit(settings, group, topic, 15)
@@ -70,13 +75,7 @@ def test_partition_lags_name_each_partition_behind_with_its_committed_offset(set
     past its last transaction is not behind, whatever its marker offsets."""
     ensure_topics(settings, [EVENTS])
     topic = topic_name(EVENTS, settings)
-    producer = Producer({**client_config(settings), "transactional.id": f"lag-{uuid.uuid4().hex}"})
-    producer.init_transactions(30)
-    for batch in range(3):
-        producer.begin_transaction()
-        for n in range(5):
-            producer.produce(topic, value=b"t%d-%d" % (batch, n), partition=0)
-        producer.commit_transaction(30)
+    _produce_transactions(settings, topic)
     plain = Producer(client_config(settings))
     for n in range(2):
         plain.produce(topic, value=b"p%d" % n, partition=1)
