@@ -46,6 +46,8 @@ from services.common.settings import Settings
 from services.common.topics import (
     DEAD_LETTERS,
     ENRICHED,
+    ENRICHER_IDENTITY,
+    ENRICHER_ROUTED,
     OUTBOUND_TOPICS,
     PROFILES,
     SEGMENT_MEMBERSHIP,
@@ -453,6 +455,34 @@ class Observed:
         return {row[0] for rows in self.loaded.values() for row in rows}
 
 
+def trace(pipeline: Pipeline, message_ids: list[str]) -> str:
+    """Where records went on their way through the enricher: for each id, the positions (and
+    person, kind) on every topic it reached, then the enricher's warnings and errors. A lost
+    record's last topic names the stage that lost it."""
+    serde, wanted = Serde(), set(message_ids)
+    hops: dict[str, list[str]] = {mid: [] for mid in message_ids}
+    stages = (*VALID_TOPICS, ENRICHER_IDENTITY, ENRICHER_ROUTED, ENRICHED)
+    order = {topic_name(spec, pipeline.settings): i for i, spec in enumerate(stages)}
+    found = pipeline.positions(stages).items()
+    for (topic, partition, offset), (_, value) in sorted(found, key=lambda f: (order[f[0][0]], f[0])):
+        try:
+            _, record = serde.decode(value)
+        except SerdeError:
+            continue
+        mid = str(record.get("message_id", ""))
+        base = mid.split(":")[0]  # derived records (session_start...) carry the source id first
+        if base in wanted:
+            who = f" {record['person_id']} {record['kind']}" if "person_id" in record else ""
+            hops[base].append(f"{topic}:{partition}:{offset}{who}{'' if mid == base else ' ' + mid}")
+    log = pipeline.services["enricher"].log_path
+    notable = [
+        line[:300]
+        for line in (log.read_text(errors="replace").splitlines() if log.exists() else [])
+        if '"level": "info"' not in line and line.strip() and not line.startswith(("  ", "---"))
+    ]
+    return f"{hops}; enricher log, not info: {len(notable)} lines {notable[-8:]}"
+
+
 def complete(pipeline: Pipeline, expected: Expected) -> bool:
     """Everything expected has arrived (the drain's goal; doubles are for the checks to find)."""
     seen = Observed.read(pipeline)
@@ -562,7 +592,8 @@ def check(pipeline: Pipeline, expected: Expected, now_ms: int) -> list[Check]:
             not missing and not extra,
             f"sent valid={len(expected.valid)} loaded={len(loaded)} "
             f"dead-lettered downstream={len(dead_valid)} {dict(reasons) or ''} "
-            f"missing={len(missing)} {sorted(missing)[:5]} unexpected={len(extra)}",
+            f"missing={len(missing)} {sorted(missing)[:5]} unexpected={len(extra)}"
+            + (f"; where they went: {trace(pipeline, sorted(missing)[:5])}" if missing else ""),
         )
     )
     counts = []

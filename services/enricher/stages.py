@@ -76,7 +76,7 @@ class Stages:
             result = resolve(record_type, record, source.value, as_of, self.policy)
         except Exception as exc:  # a bug must not stop the partition: park the record, say why
             log.exception("resolve failed", extra={"offset": source.offset})
-            return self._reject("resolve", Rejection("internal_error", type(exc).__name__), source, None)
+            return self._reject("resolve", internal_error(exc), source, record.get("message_id"))
         if result.rejection is not None:
             return self._reject("resolve", result.rejection, source, record.get("message_id"))
         writes = versions.stamp(table, result.writes, source.offset, committed)
@@ -109,7 +109,7 @@ class Stages:
             new_state, outputs = apply(state, env, record, self.cfg)
         except Exception as exc:  # a bug must not stop the partition: park the record, say why
             log.exception("person stage failed", extra={"offset": source.offset})
-            return self._reject("person", Rejection("internal_error", type(exc).__name__), source, None)
+            return self._reject("person", internal_error(exc), source, env["message_id"])
         new_state["seen"] = [*(state or {}).get("seen", [])[-(SEEN_IDS - 1) :], dedup]
         new_state["outbox"] = outbox.keep(
             (state or {}).get("outbox", {}), committed, dedup, outbox.entry(source.offset, outputs)
@@ -160,6 +160,12 @@ class Stages:
         metrics.DEAD_LETTERS.labels(rejection.step or step, rejection.reason).inc()
         log.info("dead letter", extra={"reason": rejection.reason, "offset": source.offset})
         return Outcome(sends=[Send("dead-letters", source.key, value)])
+
+
+def internal_error(exc: Exception) -> Rejection:
+    """A bug met by one record: its dead letter names the exception (type and a short message;
+    the dead letter carries the record itself anyway, the log line only the offset)."""
+    return Rejection("internal_error", f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
 def to_ms(value: Any) -> int:

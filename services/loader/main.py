@@ -453,7 +453,7 @@ class Loader:
         failures: list[str] = []
         for item, rejection in rejections:
             source = SourcePosition(batch.topic, batch.partition, item.offset, item.key, item.value)
-            record = dead_letter(SERVICE, rejection.step, rejection, source)
+            record = dead_letter(SERVICE, rejection.step, rejection, source, self._message_id(item.value))
             self.producer.produce(
                 self.dead_letter_topic,
                 value=self.serde.encode("dead_letter", record, topic=self.dead_letter_topic, check=False),
@@ -464,6 +464,17 @@ class Loader:
         if failures or len(self.producer):
             # Not committing: the batch replays and its dead letters are produced again.
             raise RuntimeError(f"dead letters not acknowledged: {failures[:1] or 'flush timed out'}")
+
+    def _message_id(self, value: bytes | None) -> str | None:
+        """The refused record's own message id when it decodes, so its dead letter names the
+        record (an input id counted as dead-lettered, not lost); None: one derived from the
+        position."""
+        try:
+            _, record = self.serde.decode(value or b"")
+        except SerdeError:
+            return None
+        message_id = record.get("message_id") if isinstance(record, dict) else None
+        return str(message_id) if message_id else None
 
     def _test_kill_hook(self) -> None:
         if self.settings.loader_test_kill_after_insert:

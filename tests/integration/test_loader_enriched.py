@@ -291,8 +291,9 @@ def test_enriched_profiles_changes_and_messages_load_and_feed_the_oracle_and_the
         ["p-1", "entered", "store-1", "gps"]
     ]
     assert loader.query("SELECT from_person_id, to_person_id FROM identity_merges") == [["p-0", "p-1"]]
-    assert loader.query("SELECT service, step, reason, source_topic FROM dead_letters") == [
-        ["loader", "convert", "unconvertible", f"{settings.topic_prefix}enriched"]
+    # Under the refused record's own id: an input counted as refused downstream, not as lost.
+    assert loader.query("SELECT message_id, service, step, reason, source_topic FROM dead_letters") == [
+        ["m-bad", "loader", "convert", "unconvertible", f"{settings.topic_prefix}enriched"]
     ]
     # Latest profile per person (ReplacingMergeTree by offset).
     assert loader.query(

@@ -73,6 +73,28 @@ class TestStages:
         assert p.actions == [("send dead-letters", "")]
         assert p.identity == {}
 
+    def test_a_bug_parks_the_record_under_its_own_message_id(self, monkeypatch):
+        """An exception in a stage dead-letters the record as ``internal_error`` naming the
+        exception, under the record's message id: counted as refused downstream, not as lost."""
+        p = Pipeline()
+        sent: list[dict[str, Any]] = []
+
+        def crash(*_args: Any) -> None:
+            raise KeyError("sess")
+
+        monkeypatch.setattr("services.enricher.stages.apply", crash)
+        original = p.perform
+
+        def perform(outcome: Outcome, table: dict[str, Any], name: str) -> list[bytes]:
+            sent.extend(SERDE.decode(s.value)[1] for s in outcome.sends if s.output == "dead-letters")
+            return original(outcome, table, name)
+
+        p.perform = perform  # type: ignore[method-assign]
+        p.feed("event", event("e1", T0, install_id="d1"))
+        assert [(d["message_id"], d["step"], d["reason"], d["message"]) for d in sent] == [
+            ("e1", "person", "internal_error", "KeyError: 'sess'")
+        ]
+
     def test_a_replayed_envelope_is_skipped_by_the_person_stage(self):
         """After a crash the same routed envelope changes nothing and sends nothing."""
         p = Pipeline()
