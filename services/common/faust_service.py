@@ -22,7 +22,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from mode.utils.times import want_seconds
 
-from services.common.faust_commits import fix_gap_commits
+from services.common.faust_commits import fix_gap_commits, track_confirmed_commits
 from services.common.faust_read import read_committed
 from services.common.kafka import make_admin
 from services.common.logs import configure_logging, get_logger
@@ -37,9 +37,10 @@ def faust_app(
     s: Settings, app_id: str, state_dir: Path, session_timeout_s: float, replication_factor: int, **extra: Any
 ) -> faust.App:
     """A faust app with raw values, RocksDB tables in ``state_dir`` and acks from every replica;
-    offsets committed past transaction markers at once (``faust_commits.py``), committed records
-    read only (``faust_read.py``)."""
+    offsets committed past transaction markers at once and confirmed commits tracked
+    (``faust_commits.py``), committed records read only (``faust_read.py``)."""
     fix_gap_commits()
+    track_confirmed_commits()
     read_committed()
     state_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
