@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -239,15 +240,8 @@ def test_copies_the_hop_forwards_again_after_a_kill_are_not_routed_to_another_pe
         topics.wait(lambda: "h-logout" in _ids(topics), "the logout enriched")
     finally:
         first.kill()
-    second = Enricher(settings, tmp_path / "b.log").start()
-    try:
-        # Same topic and key as the records before: forwarded after the hop's copies of them.
-        topics.send("event", event("h-marker", T0 + 3, **dev))
-        topics.wait(lambda: "h-marker" in _ids(topics), "a record after the replay")
-        topics.drain()
-    finally:
-        second.stop()
-    launched = {person for person in list(topics.enriched) if "h-launch" in _ids(topics, person)}
+    # The marker has the same topic and key as the records before: forwarded after the copies.
+    launched = _restart_and_find(settings, topics, tmp_path, event("h-marker", T0 + 3, **dev), "h-launch")
     assert len(launched) == 1, f"h-launch under {len(launched)} persons"
     assert not [e for es in topics.enriched.values() for e in es if e["kind"] == "merge"]
 
@@ -274,15 +268,23 @@ def test_a_copy_behind_the_committed_offset_of_its_original_is_still_skipped(
     identity = topic_name(ENRICHER_IDENTITY, settings)
     topics.producer.produce(identity, key=record_key(launch), value=topics.serde.encode("event", launch))
     topics.producer.flush(30)
+    launched = _restart_and_find(settings, topics, tmp_path, event("lc-marker", T0 + 3, **dev), "lc-launch")
+    assert len(launched) == 1, f"lc-launch under {len(launched)} persons"
+
+
+def _restart_and_find(
+    settings: Settings, topics: Topics, tmp_path: Path, marker: dict[str, Any], message_id: str
+) -> set[str]:
+    """Start the enricher again, send ``marker`` and wait for it (whatever it replays comes first),
+    read the outputs to their end: the persons ``message_id`` was emitted under."""
     second = Enricher(settings, tmp_path / "b.log").start()
     try:
-        topics.send("event", event("lc-marker", T0 + 3, **dev))
-        topics.wait(lambda: "lc-marker" in _ids(topics), "a record after the copy")
+        topics.send("event", marker)
+        topics.wait(lambda: marker["message_id"] in _ids(topics), "a record after the replay")
         topics.drain()
     finally:
         second.stop()
-    launched = {person for person in list(topics.enriched) if "lc-launch" in _ids(topics, person)}
-    assert len(launched) == 1, f"lc-launch under {len(launched)} persons"
+    return {person for person in list(topics.enriched) if message_id in _ids(topics, person)}
 
 
 def _ids(topics: Topics, person: str | None = None) -> set[str]:
