@@ -586,14 +586,17 @@ def check(pipeline: Pipeline, expected: Expected, now_ms: int) -> list[Check]:
     missing = expected.valid - loaded - dead_ids
     extra = loaded - expected.valid
     reasons = Counter(f"{row[2]}/{row[1]}" for row in seen.dead if row[0] in dead_valid)
+    # A valid record a service parked for a bug (internal_error) is lost to the user all the same.
+    parked = sorted(row[0] for row in seen.dead if row[0] in dead_valid and row[1] == "internal_error")
     checks.append(
         Check(
             NONE_LOST,
-            not missing and not extra,
+            not missing and not extra and not parked,
             f"sent valid={len(expected.valid)} loaded={len(loaded)} "
             f"dead-lettered downstream={len(dead_valid)} {dict(reasons) or ''} "
             f"missing={len(missing)} {sorted(missing)[:5]} unexpected={len(extra)}"
-            + (f"; where they went: {trace(pipeline, sorted(missing)[:5])}" if missing else ""),
+            + (f"; where they went: {trace(pipeline, sorted(missing)[:5])}" if missing else "")
+            + (f"; parked for a bug: {parked[:5]} {trace(pipeline, parked[:3])}" if parked else ""),
         )
     )
     counts = []

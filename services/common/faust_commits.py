@@ -1,4 +1,6 @@
-"""A fix for how faust-streaming commits offsets past gaps (transaction markers).
+"""Two fixes for how faust-streaming keeps its committed offsets.
+
+1. Commits past gaps (transaction markers), :func:`fix_gap_commits`:
 
 Ingest writes the ``*.valid`` topics in transactions, so a commit marker follows every batch:
 an offset no consumer receives. Faust fills such holes itself: when the next record comes after
@@ -44,3 +46,57 @@ def fix_gap_commits() -> bool:
     _add_gap._tagstream_fixed = True  # type: ignore[attr-defined]
     Consumer._add_gap = _add_gap  # type: ignore[method-assign]
     return True
+
+
+# 2. Which committed offsets are real, :func:`track_confirmed_commits`.
+#
+# Faust records an offset as committed even when the commit failed: its aiokafka driver returns
+# False on "already rebalanced" and ``_commit_offsets`` updates ``_committed_offset`` either way.
+# Until the rebalance resets it, that offset is ahead of the broker's, and the replay after the
+# rebalance starts at the broker's. The enricher forgets identity versions and outbox entries
+# below the committed offset (no replay reaches below it), so it must use one the broker
+# confirmed: forgetting a version a replay still needs made a replayed login read its person as
+# absent (chaos run seed 102, docs/design.md "Fault tests").
+CONFIRMED = "_tagstream_confirmed"
+
+
+def track_confirmed_commits() -> None:
+    """Keep, beside faust's own record, the offsets the broker confirmed per partition: those a
+    commit succeeded with and those read from the broker at each assignment."""
+    if getattr(Consumer._commit_offsets, "_tagstream_tracked", False):
+        return
+    Consumer._commit_offsets, Consumer.perform_seek = tracking(  # type: ignore[method-assign]
+        Consumer._commit_offsets, Consumer.perform_seek
+    )
+
+
+def tracking(commit_offsets: Any, perform_seek: Any) -> tuple[Any, Any]:
+    """Faust's ``Consumer._commit_offsets`` and ``perform_seek`` wrapped to keep the confirmed offsets."""
+
+    async def _commit_offsets(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
+        did_commit = await commit_offsets(self, offsets, start_new_transaction=start_new_transaction)
+        if did_commit:
+            confirmed = self.__dict__.setdefault(CONFIRMED, {})
+            for tp, offset in offsets.items():
+                if self._committed_offset.get(tp) == offset:  # committed, not discarded as revoked
+                    confirmed[tp] = offset
+        return bool(did_commit)
+
+    async def _perform_seek(self: Any) -> None:
+        await perform_seek(self)
+        confirmed = self.__dict__.setdefault(CONFIRMED, {})
+        confirmed.clear()  # every assigned partition is sought: its offset now comes from the broker
+        confirmed.update({tp: o for tp, o in self._committed_offset.items() if o is not None})
+
+    _commit_offsets._tagstream_tracked = True  # type: ignore[attr-defined]
+    return _commit_offsets, _perform_seek
+
+
+def confirmed_offset(consumer: Any, tp: Any) -> int | None:
+    """The partition's committed offset as the broker has it (None: not known): no replay starts
+    below it. Faust's own value, unless a failed commit put that ahead of the last confirmed one."""
+    believed = getattr(consumer, "_committed_offset", {}).get(tp)
+    confirmed = getattr(consumer, CONFIRMED, {}).get(tp)
+    if believed is None or confirmed is None:
+        return None
+    return min(believed, confirmed)

@@ -22,7 +22,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from mode.utils.times import want_seconds
 
-from services.common.faust_commits import fix_gap_commits
+from services.common.faust_commits import fix_gap_commits, track_confirmed_commits
 from services.common.faust_read import read_committed
 from services.common.faust_resume import fix_stream_resume
 from services.common.kafka import make_admin
@@ -38,10 +38,11 @@ def faust_app(
     s: Settings, app_id: str, state_dir: Path, session_timeout_s: float, replication_factor: int, **extra: Any
 ) -> faust.App:
     """A faust app with raw values, RocksDB tables in ``state_dir`` and acks from every replica;
-    offsets committed past transaction markers at once (``faust_commits.py``), committed records
-    read only (``faust_read.py``), no record lost when a rebalance resumes the streams
-    (``faust_resume.py``)."""
+    offsets committed past transaction markers at once and confirmed commits tracked
+    (``faust_commits.py``), committed records read only (``faust_read.py``), no record lost when
+    a rebalance resumes the streams (``faust_resume.py``)."""
     fix_gap_commits()
+    track_confirmed_commits()
     read_committed()
     fix_stream_resume()
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -150,6 +150,40 @@ def read_tail(
         reader.close()
 
 
+def read_before(
+    settings: Settings, topic: str, partition: int, offset: int, records: int, timeout: float
+) -> list[tuple[int, bytes | None]] | None:
+    """(offset, value) of the records at most ``records`` offsets before ``offset`` in one
+    partition, oldest first, read with a group-less consumer; None when ``offset`` was not reached
+    within ``timeout`` seconds.
+
+    A consumer resuming at its committed ``offset`` reads what it processed just before, to
+    recognise a later copy of one of those records (services/enricher/hop_copies.py)."""
+    reader = make_reader(settings, **{"enable.partition.eof": True})
+    try:
+        deadline = time.monotonic() + timeout
+        low, _ = watermarks(reader, TopicPartition(topic, partition), max(0.5, timeout))
+        start = max(low, offset - records)
+        if start >= offset:
+            return []
+        reader.assign([TopicPartition(topic, partition, start)])
+        found: list[tuple[int, bytes | None]] = []
+        while time.monotonic() < deadline:
+            for message in reader.consume(1000, timeout=0.5):
+                if message.error() is not None:
+                    if message.error().code() == KafkaError._PARTITION_EOF:  # nothing more to read
+                        return found
+                    continue
+                if message.offset() >= offset:
+                    return found
+                found.append((message.offset(), message.value()))
+                if message.offset() + 1 >= offset:
+                    return found
+        return None
+    finally:
+        reader.close()
+
+
 def make_admin(settings: Settings) -> AdminClient:
     return AdminClient(client_config(settings))
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import faust
 
+from services.common.faust_commits import confirmed_offset
 from services.common.faust_service import RAW, faust_app
+from services.common.kafka import read_before
 from services.common.logs import get_logger
 from services.common.serde import Serde
 from services.common.steps import SourcePosition
@@ -78,6 +80,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         person_config(s),
         s.enricher_conflict_policy,
         {name: topic.get_topic_name() for name, topic in outputs.items()},
+        s.enricher_copy_window,
     )
 
     async def perform(outcome: Outcome, table: Any) -> None:
@@ -97,7 +100,22 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
     @app.agent(identity_topic)
     async def resolve_identity(stream: Any) -> None:
         async for event in stream.events():
+            m = event.message
+            if stages.hop_copies.needs_seed(m.topic, m.partition, m.offset):
+                read_back_hop_copies(m.topic, m.partition, m.offset)
             await perform(stages.identity(identity, _position(event), _committed(app, event)), identity)
+
+    def read_back_hop_copies(topic: str, partition: int, offset: int) -> None:
+        # Blocking on the event loop like the person stage's read-back (below): once per start or
+        # rebalance, well under a second for the default window.
+        started = time.monotonic()
+        earlier = read_before(s, topic, partition, offset, s.enricher_copy_window, timeout=5.0)
+        if earlier is None:
+            log.warning("identity read-back timed out: copies may pass", extra={"offset": offset})
+        stages.hop_copies.seed(topic, partition, earlier or [])
+        seconds = round(time.monotonic() - started, 2)
+        records = len(earlier or [])
+        log.info("identity read back", extra={"offset": offset, "records": records, "seconds": seconds})
 
     crash_at = s.enricher_crash_after_state_write
 
@@ -142,11 +160,10 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
 
 
 def _committed(app: faust.App, event: Any) -> int | None:
-    """The input partition's committed offset as faust last committed it (None before the first
-    commit): no replay reaches below it, so the person outbox and the identity versions forget
-    what is older. Faust keeps it privately."""
-    committed = getattr(app.consumer, "_committed_offset", {})
-    return committed.get(event.message.tp)
+    """The input partition's committed offset as the broker confirmed it (None before the first
+    commit or seek): no replay reaches below it, so the person outbox and the identity versions
+    forget what is older (``faust_commits.confirmed_offset``)."""
+    return confirmed_offset(app.consumer, event.message.tp)
 
 
 def _position(event: Any) -> SourcePosition:

@@ -10,15 +10,22 @@ login even merges the device's new anonymous person. Seen in the chaos run: an `
 identity offset 768 routed to its person, its copy at 807 (after the same device's logout) to
 the fresh anonymous one (docs/design.md, "Fault tests").
 
-A record whose bytes sit in the ``window`` offsets before it, as seen by this process, is such a
-copy (ingest writes each valid record once, so nothing else repeats bytes). The window is what
-this process has read since it (re)started the partition: the stage replays from its committed
-offset, which is at or before the originals of the hop's replay (both commit together, and the
-stage never runs ahead of the hop), so they are in it. After a jump backwards (a replay after a
-rebalance) the window starts over, so an original is never taken for a copy of itself.
+A record whose bytes sit in the ``window`` offsets before it is such a copy (ingest writes each
+valid record once, so nothing else repeats bytes). The window is what this process has read of
+the partition since it (re)started there, plus what it read back from *before* that start
+(:meth:`HopCopies.seed`, called by the agent on the first record after every start or jump): the
+stage resumes at its committed offset, but a copy's original may lie before it. After a restart
+the stage replays its originals fast and commits past them while the hop is still forwarding its
+copies of them; a second crash then resumes the stage past the originals, in front of the copies
+(chaos run, seed 101: the original at offset 288, the stage restarted at 353, the copy at 358).
+Both the hop and the stage commit every few seconds, so a copy's original lies a few seconds of
+traffic before the stage's committed offset: ``window`` records (default 20 000) cover that up to
+thousands of records per second; the size is ``TAGSTREAM_ENRICHER_COPY_WINDOW``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from services.common.recent import RecentValues
 
@@ -30,8 +37,19 @@ class HopCopies:
         self.window = window
         self._partitions: dict[tuple[str, int], RecentValues] = {}
 
-    def is_copy(self, topic: str, partition: int, offset: int, value: bytes | None) -> bool:
+    def needs_seed(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether ``offset`` starts a new run of the partition here (the first record since the
+        process started or the partition was assigned, or a jump): its window must be read back."""
         recent = self._partitions.get((topic, partition))
-        if recent is None or not recent.next_offset <= offset < recent.next_offset + self.window:
-            recent = self._partitions[(topic, partition)] = RecentValues(self.window)
-        return recent.is_copy(offset, value)
+        return recent is None or not recent.next_offset <= offset < recent.next_offset + self.window
+
+    def seed(self, topic: str, partition: int, earlier: Sequence[tuple[int, bytes | None]]) -> None:
+        """Start the partition's window over with the records just before where it resumes."""
+        recent = self._partitions[(topic, partition)] = RecentValues(self.window)
+        if earlier:
+            recent.copies([o for o, _ in earlier], [v for _, v in earlier])
+
+    def is_copy(self, topic: str, partition: int, offset: int, value: bytes | None) -> bool:
+        if self.needs_seed(topic, partition, offset):  # not read back (tests, or the read failed)
+            self.seed(topic, partition, [])
+        return self._partitions[(topic, partition)].is_copy(offset, value)

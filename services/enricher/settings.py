@@ -41,6 +41,12 @@ class EnricherSettings(Settings):
     enricher_replication_factor: int = Field(
         default=1, description="Replication of the changelog topics faust creates (3 on a real cluster)."
     )
+    enricher_copy_window: int = Field(
+        default=20_000,
+        gt=0,
+        description="Records of enricher.identity within which a byte-identical record is the hop's "
+        "copy (skipped); read back from before the committed offset at each start or rebalance.",
+    )
     enricher_readback_records: int = Field(
         default=0,
         ge=0,

@@ -21,7 +21,7 @@ from services.common.serde import Serde, SerdeError
 from services.common.steps import Rejection, SourcePosition, dead_letter
 from services.enricher import metrics, outbox, versions
 from services.enricher import profile as prof
-from services.enricher.hop_copies import HopCopies
+from services.enricher.hop_copies import WINDOW, HopCopies
 from services.enricher.identity import resolve
 from services.enricher.person import Output, PersonConfig, apply
 
@@ -47,13 +47,18 @@ class Outcome:
 
 class Stages:
     def __init__(
-        self, serde: Serde, cfg: PersonConfig, conflict_policy: str, topics: Mapping[str, str]
+        self,
+        serde: Serde,
+        cfg: PersonConfig,
+        conflict_policy: str,
+        topics: Mapping[str, str],
+        copy_window: int = WINDOW,
     ) -> None:
         self.serde, self.cfg, self.policy, self.topics = serde, cfg, conflict_policy, topics
         # partition -> (message_id, kind) found at the end of enriched (readback.py), read at the
         # partition's first replay of an applied record in this process.
         self.produced: dict[int, set[tuple[str, str]]] = {}
-        self.hop_copies = HopCopies()  # the hop's replay after a crash (hop_copies.py)
+        self.hop_copies = HopCopies(copy_window)  # the hop's replay after a crash (hop_copies.py)
 
     def identity(
         self, table: Mapping[str, Any], source: SourcePosition, committed: int | None = None

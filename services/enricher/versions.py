@@ -12,7 +12,11 @@ replay after it and write theirs again).
 
 Stored form: ``{"@o": offset, "@v": value, "@h": [[offset, value], ...]}`` (newest first); a plain
 value (written before versions existed) counts as written at offset -1. Versions below the
-committed offset are never read again except the newest of them; at most ``MAX_VERSIONS`` are kept.
+committed offset are never read again except the newest of them, the *floor*: what a replay from
+the committed offset reads first. At most ``MAX_VERSIONS`` are kept, and a busy key loses its
+oldest versions above the floor, never the floor itself (losing it made a replayed login read its
+person as absent: a ``TypeError`` and the record parked, chaos run seed 102). ``committed`` must be
+an offset the broker confirmed (``faust_commits.confirmed_offset``), not one a failed commit left.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-MAX_VERSIONS = 4
+MAX_VERSIONS = 8
 
 
 def versions(stored: Any) -> list[tuple[int, Any]]:
@@ -66,8 +70,10 @@ def stamp(
         if committed is not None:
             below = [i for i, (o, _) in enumerate(older) if o < committed]
             older = older[: below[0] + 1] if below else older  # the newest below committed stays
+        if len(older) > MAX_VERSIONS - 1:  # keep the newest ones and the oldest (the floor)
+            older = [*older[: MAX_VERSIONS - 2], older[-1]]
         entry = {"@o": offset, "@v": value}
         if older:
-            entry["@h"] = [list(ov) for ov in older[: MAX_VERSIONS - 1]]
+            entry["@h"] = [list(ov) for ov in older]
         out[key] = entry
     return out

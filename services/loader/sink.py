@@ -4,7 +4,7 @@ Order for one batch (see ``main.py``): record the intent (offset range) → inse
 ``insert_deduplication_token = topic:partition:first-last`` → (caller) commit the offset.
 If ClickHouse refuses the insert because of the data, the batch is split in halves, each half
 inserted with the token of *its own* offset range, down to single records; a single record
-that still fails is returned as rejected (→ dead letter). Tokens depend only on offsets, so a
+that still fails, and fails again on two retries, is returned as rejected (→ dead letter). Tokens depend only on offsets, so a
 replay of the same range makes the same inserts and ClickHouse drops the ones it already has.
 
 Connection failures are not data errors: they raise :class:`SinkUnavailable` and the loader
@@ -14,6 +14,7 @@ retries the whole batch later (same tokens), without committing.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,9 @@ from services.loader.rows import SOURCE_COLUMNS, Row
 
 class SinkUnavailable(Exception):
     """ClickHouse could not be reached; nothing about the data is known to be wrong."""
+
+
+SINGLE_RETRY_PAUSES_S = (0.2, 1.0)  # before each retry of a record ClickHouse refused
 
 
 @dataclass(frozen=True)
@@ -159,11 +163,35 @@ class ClickHouseSink:
             raise
         except Exception as exc:  # the data: a constraint, a type, a value out of range
             if len(pending) == 1:
+                if not self._refused_again(table, names, data, token):
+                    return  # a passing error (the whole batch met it, not this record): loaded
                 rejected.append(Rejected(pending[0].offset, clickhouse_reason(exc)))
                 return
         middle = len(pending) // 2
         self._load(table, names, topic, partition, pending[:middle], rejected)
         self._load(table, names, topic, partition, pending[middle:], rejected)
+
+    def _refused_again(self, table: str, names: list[str], data: list[Any], token: str) -> bool:
+        """Whether one record's rows are refused on every retry. A record is dead-lettered only
+        when ClickHouse refuses it again and again: an error that passes (not an unreachable
+        server, which is retried forever) must not park a valid record. The same token: a retry
+        whose first attempt did insert is dropped as a duplicate."""
+        for pause in SINGLE_RETRY_PAUSES_S:
+            time.sleep(pause)  # a back-off, in the writer thread
+            try:
+                self._call(
+                    self.client.insert,
+                    table,
+                    data,
+                    column_names=names,
+                    settings={"insert_deduplication_token": token},
+                )
+                return False
+            except SinkUnavailable:
+                raise
+            except Exception:  # refused again
+                continue
+        return True
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         with self.lock:

@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from confluent_kafka import Producer
 from services.common.kafka import client_config, record_key
 from services.common.lag import committed_offsets, partition_lags
 from services.common.settings import Settings
-from services.common.topics import topic_name
+from services.common.topics import ENRICHER_IDENTITY, topic_name
 from services.enricher.settings import EnricherSettings
 from tests.enricher_records import T0, event, gps, tag, update
 from tests.helpers import wait_until
@@ -239,17 +240,51 @@ def test_copies_the_hop_forwards_again_after_a_kill_are_not_routed_to_another_pe
         topics.wait(lambda: "h-logout" in _ids(topics), "the logout enriched")
     finally:
         first.kill()
+    # The marker has the same topic and key as the records before: forwarded after the copies.
+    launched = _restart_and_find(settings, topics, tmp_path, event("h-marker", T0 + 3, **dev), "h-launch")
+    assert len(launched) == 1, f"h-launch under {len(launched)} persons"
+    assert not [e for es in topics.enriched.values() for e in es if e["kind"] == "merge"]
+
+
+def test_a_copy_behind_the_committed_offset_of_its_original_is_still_skipped(
+    settings: Settings, topics: Topics, tmp_path: Path
+):
+    """A restarted stage 1 replays the originals and commits past them while the hop is still
+    forwarding its copies; after a second crash stage 1 resumes past the originals, in front of
+    the copies (chaos run, seed 101). Here: the records are enriched and committed by a clean
+    stop, then the hop's copy of the launch appears on `enricher.identity`, after the device's
+    logout. The restarted stage reads back what precedes its committed offset and skips the copy;
+    without the read-back the launch is emitted again under the device's new anonymous person."""
+    dev = {"install_id": "late-copy-phone"}
+    launch = event("lc-launch", T0 + 1, **dev)
+    first = Enricher(settings, tmp_path / "a.log").start()
+    try:
+        topics.send("event", event("lc-login", T0, "personalize", external_user_id="u-lc", **dev))
+        topics.send("event", launch)
+        topics.send("event", event("lc-logout", T0 + 2, "depersonalize", **dev))
+        topics.wait(lambda: "lc-logout" in _ids(topics), "the logout enriched")
+    finally:
+        first.stop()  # commits: stage 1 resumes after all three
+    identity = topic_name(ENRICHER_IDENTITY, settings)
+    topics.producer.produce(identity, key=record_key(launch), value=topics.serde.encode("event", launch))
+    topics.producer.flush(30)
+    launched = _restart_and_find(settings, topics, tmp_path, event("lc-marker", T0 + 3, **dev), "lc-launch")
+    assert len(launched) == 1, f"lc-launch under {len(launched)} persons"
+
+
+def _restart_and_find(
+    settings: Settings, topics: Topics, tmp_path: Path, marker: dict[str, Any], message_id: str
+) -> set[str]:
+    """Start the enricher again, send ``marker`` and wait for it (whatever it replays comes first),
+    read the outputs to their end: the persons ``message_id`` was emitted under."""
     second = Enricher(settings, tmp_path / "b.log").start()
     try:
-        # Same topic and key as the records before: forwarded after the hop's copies of them.
-        topics.send("event", event("h-marker", T0 + 3, **dev))
-        topics.wait(lambda: "h-marker" in _ids(topics), "a record after the replay")
+        topics.send("event", marker)
+        topics.wait(lambda: marker["message_id"] in _ids(topics), "a record after the replay")
         topics.drain()
     finally:
         second.stop()
-    launched = {person for person in list(topics.enriched) if "h-launch" in _ids(topics, person)}
-    assert len(launched) == 1, f"h-launch under {len(launched)} persons"
-    assert not [e for es in topics.enriched.values() for e in es if e["kind"] == "merge"]
+    return {person for person in list(topics.enriched) if message_id in _ids(topics, person)}
 
 
 def _ids(topics: Topics, person: str | None = None) -> set[str]:

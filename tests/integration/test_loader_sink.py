@@ -1,8 +1,10 @@
 """The ClickHouse sink on the real engine (chDB): deduplicated retries and isolating refused rows."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from services.common.clickhouse import connect
 from services.loader import ddl
@@ -22,6 +24,22 @@ def location(n: int, latitude: float) -> Pending:
         "longitude": -6.26,
     }
     return Pending(100 + n, LOCATIONS.rows(record))
+
+
+class Flaky:
+    """The real client whose next ``failures`` inserts fail as a busy server's would."""
+
+    def __init__(self, client: Any, failures: int) -> None:
+        self.client, self.failures = client, failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise DatabaseError("Code: 252. DB::Exception: Too many parts (fault injection)")
+        return self.client.insert(*args, **kwargs)
 
 
 @pytest.fixture
@@ -55,6 +73,16 @@ class TestClickHouseSink:
             assert "latitude_range" in rejected.message
             assert "123" not in rejected.message  # the offending value is not echoed
         assert count(sink) == 6
+
+    def test_an_error_that_passes_parks_no_record(self, sink):
+        """ClickHouse refuses three inserts in a row for a reason that passes (not the data): the
+        batch, its first half and that half's first record. The record's retry loads it: a valid
+        record is never dead-lettered for an error that does not repeat."""
+        flaky = Flaky(sink.client, failures=3)
+        batch = [location(n, 53.0) for n in range(4)]
+        refused = ClickHouseSink(flaky).load(LOCATIONS.table, LOCATIONS.columns, "locations.valid", 4, batch)
+        assert refused == []
+        assert count(sink) == 4 and flaky.failures == 0
 
     def test_the_replay_boundary_is_the_last_recorded_intent(self, sink):
         """The intent log answers where a batch that started at an offset ended."""

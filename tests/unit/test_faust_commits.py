@@ -7,7 +7,7 @@ import faust
 from faust.transport.consumer import Consumer
 from intervaltree import IntervalTree
 
-from services.common.faust_commits import AFFECTED, fix_gap_commits
+from services.common.faust_commits import AFFECTED, confirmed_offset, fix_gap_commits, tracking
 
 TP = ("chaos-events.valid", 0)
 
@@ -64,3 +64,35 @@ def test_a_commit_stops_before_a_record_not_yet_processed():
     offsets._acked[TP].remove(4)  # read, still being processed
     offsets._acked_index[TP].discard(4)
     assert offsets._new_offset(TP) == 4
+
+
+class Committing:
+    """Faust's bookkeeping of committed offsets around a commit, as its driver behaves: the offset
+    is recorded as committed even when the commit failed ("already rebalanced")."""
+
+    def __init__(self) -> None:
+        self._committed_offset: dict = {}
+        self.fail = False
+
+    async def commit_offsets(self, offsets: dict, start_new_transaction: bool = True) -> bool:
+        self._committed_offset.update(offsets)
+        return not self.fail
+
+    async def perform_seek(self) -> None:
+        self._committed_offset.update({TP: 10})  # what the broker has
+
+
+def test_a_failed_commit_does_not_move_the_confirmed_offset():
+    """The enricher forgets what lies below the committed offset: after a failed commit faust's own
+    value is ahead of the broker's, where the replay after the rebalance starts."""
+    consumer = Committing()
+    commit, seek = tracking(Committing.commit_offsets, Committing.perform_seek)
+    assert confirmed_offset(consumer, TP) is None  # nothing known yet: forget nothing
+    asyncio.run(seek(consumer))
+    assert confirmed_offset(consumer, TP) == 10
+    consumer.fail = True
+    assert asyncio.run(commit(consumer, {TP: 20})) is False
+    assert consumer._committed_offset[TP] == 20 and confirmed_offset(consumer, TP) == 10
+    consumer.fail = False
+    assert asyncio.run(commit(consumer, {TP: 25})) is True
+    assert confirmed_offset(consumer, TP) == 25
