@@ -4,8 +4,9 @@ Order for one batch (see ``main.py``): record the intent (offset range) → inse
 ``insert_deduplication_token = topic:partition:first-last`` → (caller) commit the offset.
 If ClickHouse refuses the insert because of the data, the batch is split in halves, each half
 inserted with the token of *its own* offset range, down to single records; a single record
-that still fails, and fails again on two retries, is returned as rejected (→ dead letter). Tokens depend only on offsets, so a
-replay of the same range makes the same inserts and ClickHouse drops the ones it already has.
+that still fails, and again on two retries, is returned as rejected (→ dead letter). Tokens
+depend only on offsets, so a replay of the same range makes the same inserts and ClickHouse
+drops the ones it already has.
 
 Connection failures are not data errors: they raise :class:`SinkUnavailable` and the loader
 retries the whole batch later (same tokens), without committing.
