@@ -152,13 +152,7 @@ class ClickHouseSink:
         token = f"{topic}:{partition}:{pending[0].offset}-{pending[-1].offset}"
         try:
             if data:
-                self._call(
-                    self.client.insert,
-                    table,
-                    data,
-                    column_names=names,
-                    settings={"insert_deduplication_token": token},
-                )
+                self._insert(table, names, data, token)
             return
         except SinkUnavailable:
             raise
@@ -180,19 +174,17 @@ class ClickHouseSink:
         for pause in SINGLE_RETRY_PAUSES_S:
             time.sleep(pause)  # a back-off, in the writer thread
             try:
-                self._call(
-                    self.client.insert,
-                    table,
-                    data,
-                    column_names=names,
-                    settings={"insert_deduplication_token": token},
-                )
+                self._insert(table, names, data, token)
                 return False
             except SinkUnavailable:
                 raise
             except Exception:  # refused again
                 continue
         return True
+
+    def _insert(self, table: str, names: list[str], data: list[Any], token: str) -> None:
+        settings = {"insert_deduplication_token": token}  # a retried range is dropped as a duplicate
+        self._call(self.client.insert, table, data, column_names=names, settings=settings)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
