@@ -8,7 +8,7 @@ never raises for bad data: every refusal is a dead letter with a reason code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.kafka import record_key
@@ -19,6 +19,7 @@ from services.ingest import reasons
 from services.ingest.dedupe import DedupeStore
 from services.ingest.definitions import Definitions
 from services.ingest.normalise import normalise
+from services.ingest.restamp import HEADER_BYTES, restamp, restampable_headers, stamp_bytes
 from services.ingest.validate import Limits, validate
 
 SERVICE = "ingest"
@@ -55,6 +56,21 @@ class Context:
     definitions: Definitions
     dedupe: DedupeStore
     max_record_bytes: int
+    # header bytes -> record type whose valid records are forwarded restamped, not re-encoded
+    # (none with Confluent framing: the output's header names the output topic's schema id)
+    restampable: dict[bytes, str] = field(init=False)
+    _stamp: tuple[int, bytes] = (-1, b"")
+
+    def __post_init__(self) -> None:
+        raw_types = sorted({s.record_type for s in RAW_TOPIC_BY_NAME.values() if s.record_type})
+        framing = self.serde.framing == "single-object"
+        self.restampable = restampable_headers(self.serde.catalogue, raw_types) if framing else {}
+
+    def stamp(self, now_ms: int) -> bytes:
+        """received_time's bytes, encoded once per batch (every record of one has the same)."""
+        if self._stamp[0] != now_ms:
+            self._stamp = (now_ms, stamp_bytes(now_ms))
+        return self._stamp[1]
 
 
 def _refuse(
@@ -93,6 +109,14 @@ def process(source: SourcePosition, bare_topic: str, now_ms: int, ctx: Context) 
     if ctx.dedupe.is_duplicate(partition, message_id, now_ms):
         return Duplicate(message_id)
     ctx.dedupe.remember(partition, message_id, now_ms)
-    # 6. encode and route, keyed so one device's (else person's) records stay in order
-    encoded = ctx.serde.encode(record_type, normalised, topic=output.name, check=False)
+    # 6. encode and route, keyed so one device's (else person's) records stay in order; a record
+    # normalising did not change keeps its bytes but for received_time
+    encoded = None
+    if ctx.restampable.get(value[:HEADER_BYTES]) == record_type and normalised == {
+        **record,
+        "received_time": now_ms,
+    }:
+        encoded = restamp(value, ctx.stamp(now_ms))
+    if encoded is None:
+        encoded = ctx.serde.encode(record_type, normalised, topic=output.name, check=False)
     return Valid(output, record_key(normalised), encoded, message_id)
