@@ -18,6 +18,7 @@ from services.common.topics import RAW_TOPIC_BY_NAME, VALID_TOPIC_FOR_RAW, Topic
 from services.ingest import reasons
 from services.ingest.dedupe import DedupeStore
 from services.ingest.definitions import Definitions
+from services.ingest.fastread import FastReader
 from services.ingest.normalise import normalise
 from services.ingest.restamp import HEADER_BYTES, restamp, restampable_headers, stamp_bytes
 from services.ingest.validate import Limits, validate
@@ -59,10 +60,13 @@ class Context:
     # header bytes -> record type whose valid records are forwarded restamped, not re-encoded
     # (none with Confluent framing: the output's header names the output topic's schema id)
     restampable: dict[bytes, str] = field(init=False)
+    # decoders generated for the current raw schemas; other records are decoded by serde
+    fast: FastReader = field(init=False)
     _stamp: tuple[int, bytes] = (-1, b"")
 
     def __post_init__(self) -> None:
         raw_types = sorted({s.record_type for s in RAW_TOPIC_BY_NAME.values() if s.record_type})
+        self.fast = FastReader(self.serde.catalogue, raw_types)
         framing = self.serde.framing == "single-object"
         self.restampable = restampable_headers(self.serde.catalogue, raw_types) if framing else {}
 
@@ -88,7 +92,7 @@ def process(source: SourcePosition, bare_topic: str, now_ms: int, ctx: Context) 
         return _refuse("decode", Rejection(reasons.OVERSIZED, why), source)
     # 2. decode (either framing)
     try:
-        record_type, record = ctx.serde.decode(value)
+        record_type, record = ctx.fast.decode(value) or ctx.serde.decode(value)
     except SerdeError as exc:
         return _refuse("decode", Rejection(reasons.UNDECODABLE, str(exc)), source)
     message_id = record.get("message_id") or None
