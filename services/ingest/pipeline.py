@@ -9,7 +9,7 @@ never raises for bad data: every refusal is a dead letter with a reason code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.common.kafka import record_key
 from services.common.serde import Serde, SerdeError
@@ -29,21 +29,20 @@ SERVICE = "ingest"
 _ROUTES = {name: (spec, VALID_TOPIC_FOR_RAW[spec]) for name, spec in RAW_TOPIC_BY_NAME.items()}
 
 
-@dataclass(frozen=True)
-class Valid:
+# Outcomes are named tuples: immutable like frozen dataclasses, a third of their cost to create
+# (one per record).
+class Valid(NamedTuple):
     output: TopicSpec  # a *.valid topic
     key: bytes | None
     value: bytes
     message_id: str
 
 
-@dataclass(frozen=True)
-class Duplicate:
+class Duplicate(NamedTuple):
     message_id: str
 
 
-@dataclass(frozen=True)
-class Refused:
+class Refused(NamedTuple):
     dead_letter: dict[str, Any]
 
 
