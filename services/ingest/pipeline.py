@@ -2,6 +2,10 @@
 
     size → decode → validate → normalise → deduplicate → encode and route
 
+Speed (docs/design.md, ingest): records of the current schemas decode with generated code
+(``fastread.py``), and a valid record that normalising left unchanged is forwarded as its own
+bytes with only ``received_time`` rewritten (``restamp.py``) instead of being encoded again.
+
 ``process`` is pure apart from the dedupe store it is handed; it returns what to produce and
 never raises for bad data: every refusal is a dead letter with a reason code.
 """
