@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import socket
 import time
-from concurrent import futures
 from typing import Any
 
 from confluent_kafka import KafkaException, Message, TopicPartition
@@ -91,8 +90,6 @@ class IngestService:
         self.consumer = make_consumer(settings, group, **consumer_config)
         self.ready = False
         self._last_lag_check = 0.0
-        # one thread that adds each batch's offsets to its transaction (see _transact)
-        self._sender = futures.ThreadPoolExecutor(1, thread_name_prefix="ingest-offsets")
 
     # -- partition ownership ------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -129,7 +126,6 @@ class IngestService:
                 self._housekeeping()
         finally:
             self.ready = False
-            self._sender.shutdown(wait=True)
             self.consumer.close()  # leaves the group; the last batch was committed above
             self.producer.flush(30)
             log.info("ingest stopped")
@@ -140,26 +136,18 @@ class IngestService:
         passed: dict[tuple[str, int], list[str]] = {}
         counts = BatchCounts()
         self.producer.begin_transaction()
-        offsets = _next_offsets(batch)
-        # The offsets are known before any record is processed: adding them to the transaction
-        # (two round trips to the coordinators) runs while this thread processes and produces
-        # the batch, instead of after it. produce() may be called meanwhile; no other
-        # transactional call is made until it is done.
-        sending = self._sender.submit(
-            self.producer.send_offsets_to_transaction, offsets, self.consumer.consumer_group_metadata(), 30
-        )
         try:
             now_ms = int(time.time() * 1000)
             for message in batch:
                 self._handle(message, now_ms, passed, counts)
+            offsets = _next_offsets(batch)
             self._mark(passed, offsets, now_ms)
             self.producer.poll(0)  # delivery reports once per batch: the commit waits for them anyway
-            sending.result()  # raises its KafkaException here
+            self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
             self.producer.commit_transaction(60)
         except KafkaException as exc:
             # Nothing of this batch is visible: undo its dedupe entries and read it again.
             log.warning("batch aborted; retrying", extra={"error": str(exc)})
-            futures.wait([sending])  # no abort while the offsets are still being sent
             metrics.TRANSACTION_ABORTS.inc()
             for partition, message_ids in passed.items():
                 self.dedupe.forget(partition, message_ids)
