@@ -65,7 +65,7 @@ class Context:
     restampable: dict[bytes, str] = field(init=False)
     # decoders generated for the current raw schemas; other records are decoded by serde
     fast: FastReader = field(init=False)
-    _stamp: tuple[int, bytes] = (-1, b"")
+    _stamp: tuple[int, bytes] = field(default=(-1, b""), init=False, repr=False)
 
     def __post_init__(self) -> None:
         raw_types = sorted({s.record_type for s in RAW_TOPIC_BY_NAME.values() if s.record_type})
