@@ -204,7 +204,10 @@ def run_passthrough(source: str, sink: str, transactional: bool, batch_size: int
     s = Settings()
     group = f"{s.topic_prefix}bench-passthrough"
     consumer = make_consumer(s, group, **({"isolation.level": "read_committed"} if transactional else {}))
-    extra = {"transactional.id": f"{group}-txn"} if transactional else {}
+    # ingest's transactional settings (services/ingest/main.py), so the floor is what an
+    # exactly-once stage pays: with librdkafka's 100 ms retry backoff nearly every
+    # send_offsets_to_transaction here waited out a CONCURRENT_TRANSACTIONS retry (100-147 ms).
+    extra = {"transactional.id": f"{group}-txn", "retry.backoff.ms": 10} if transactional else {}
     producer = make_producer(s, **extra)
     if transactional:
         producer.init_transactions()
@@ -221,7 +224,9 @@ def run_passthrough(source: str, sink: str, transactional: bool, batch_size: int
         for message in batch:
             producer.produce(out, key=message.key(), value=message.value())
         if transactional:
-            offsets = [TopicPartition(m.topic(), m.partition(), m.offset() + 1) for m in batch]
+            # one entry per partition (the batch's last offset + 1), as ingest sends them
+            last = {(m.topic(), m.partition()): m.offset() for m in batch}
+            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
             producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
             producer.commit_transaction()
         else:

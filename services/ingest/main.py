@@ -5,8 +5,9 @@ Per batch, inside one Kafka transaction:
     consume a batch of raw records
       for each record: size → decode → normalise → validate → deduplicate → encode  (pipeline.py)
       produce: valid record → <raw>.valid | refusal → dead-letters | duplicate → nothing
-      produce the dedupe markers of the records passed, one per raw partition       (dedupe.py)
-    add the consumer offsets to the transaction, commit it                          (commit last)
+    add the consumer offsets to the transaction
+    produce the dedupe markers of the records passed, one per raw partition         (dedupe.py)
+    commit it                                                                       (commit last)
 
 Outputs, dead letters, markers and offsets become visible together or not at all, so a crash at
 any point neither loses a record nor passes it twice; consumers downstream read committed.
@@ -79,6 +80,12 @@ class IngestService:
             **{
                 "transactional.id": f"{settings.topic_prefix}{settings.ingest_group_id}-{instance}",
                 "transaction.timeout.ms": 30000,
+                # The coordinator refuses a new transaction's first AddPartitionsToTxn while it
+                # still writes the previous one's commit markers (CONCURRENT_TRANSACTIONS, nearly
+                # every batch here); librdkafka retries after retry.backoff.ms, 100 ms by default,
+                # which stalled the commit of batches that take ~20 ms to process. Repeated
+                # failures still back off exponentially up to retry.backoff.max.ms (1 s).
+                "retry.backoff.ms": 10,
             },
         )
         consumer_config: dict[str, Any] = {"isolation.level": "read_committed"}
@@ -141,9 +148,12 @@ class IngestService:
             for message in batch:
                 self._handle(message, now_ms, passed, counts)
             offsets = _next_offsets(batch)
-            self._mark(passed, offsets, now_ms)
             self.producer.poll(0)  # delivery reports once per batch: the commit waits for them anyway
+            # Offsets before the markers: the markers' partitions are registered with the
+            # transaction (AddPartitionsToTxn) when produced, and an AddOffsetsToTxn sent while
+            # that is pending is refused (CONCURRENT_TRANSACTIONS) and retried after a backoff.
             self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+            self._mark(passed, offsets, now_ms)
             self.producer.commit_transaction(60)
         except KafkaException as exc:
             # Nothing of this batch is visible: undo its dedupe entries and read it again.
@@ -158,8 +168,7 @@ class IngestService:
         counts.publish()
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         now = time.time()
-        for message in batch:
-            metrics.RECORD_LATENCY.observe(max(0.0, now - message.timestamp()[1] / 1000))
+        metrics.observe_many(metrics.RECORD_LATENCY, [max(0.0, now - m.timestamp()[1] / 1000) for m in batch])
 
     def _abort(self) -> None:
         """Abort the open transaction; librdkafka says when a timed-out abort must be called

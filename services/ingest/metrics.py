@@ -1,6 +1,8 @@
 """ingest's Prometheus metrics (all in one place; latency buckets in seconds)."""
 
+from bisect import bisect_left
 from collections import Counter as Tally
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -49,3 +51,26 @@ class BatchCounts:
             DEDUPLICATED.labels(topic).inc(n)
         for (step, reason), n in self.dead_letters.items():
             DEAD_LETTERS.labels(step, reason).inc(n)
+
+
+def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """``histogram.observe(a)`` for each amount (an unlabelled histogram): one ``inc`` per bucket
+    touched instead of two locked ``inc`` per amount, a batch's record latencies at once. Falls
+    back to ``observe`` if prometheus_client's histogram is not laid out as in 0.2x."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    # observe() puts an amount in the first bucket whose bound is >= it: bisect_left
+    per_bucket: Tally[int] = Tally()
+    added = 0.0
+    for amount in amounts:
+        per_bucket[bisect_left(bounds, amount)] += 1
+        added += amount
+    if per_bucket:
+        total.inc(added)
+    for index, n in per_bucket.items():
+        buckets[index].inc(n)
