@@ -51,7 +51,7 @@ class TriggerSettings(Settings):
         "then their states written; 1: one input at a time.",
     )
     trigger_batch_within_s: float = Field(
-        default=0.02,
+        default=0.01,
         gt=0,
         description="How long a batch waits for more inputs before it is decided (adds up to this "
         "much latency when the trigger keeps up).",
