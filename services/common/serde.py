@@ -171,6 +171,18 @@ class _Registry:
         return self._writers[schema_id]
 
 
+def avro_long(value: int) -> bytes:
+    """Avro's ``long`` encoding: zig-zag, then a base-128 varint (for code that frames Avro by hand:
+    ingest's restamp, the loader's container files)."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def _describe_validation(exc: ValidationError) -> str:
     # fastavro reports "<path> is <value> of type <type> expected <schema>"; keep the first lines.
     errors = getattr(exc, "errors", None) or [str(exc)]

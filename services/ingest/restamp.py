@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.common.schemas import SchemaCatalogue
-from services.common.serde import SINGLE_OBJECT_MAGIC
+from services.common.serde import SINGLE_OBJECT_MAGIC, avro_long
 
 HEADER_BYTES = len(SINGLE_OBJECT_MAGIC) + 8
 _NULL = 0  # union branch 0 (null), zigzag-encoded
@@ -44,20 +44,9 @@ def restampable_headers(catalogue: SchemaCatalogue, record_types: list[str]) -> 
     return headers
 
 
-def encode_long(value: int) -> bytes:
-    """Avro's zigzag varint."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def stamp_bytes(received_ms: int) -> bytes:
     """``received_time`` as the union's long branch: computed once per batch, not per record."""
-    return bytes((_LONG,)) + encode_long(received_ms)
+    return bytes((_LONG,)) + avro_long(received_ms)
 
 
 def _skip_varint(data: bytes, at: int) -> int:

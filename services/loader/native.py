@@ -29,7 +29,7 @@ from itertools import repeat
 from typing import Any
 
 from services.common.schemas import SchemaCatalogue, default_catalogue
-from services.common.serde import SINGLE_OBJECT_MAGIC
+from services.common.serde import SINGLE_OBJECT_MAGIC, avro_long
 from services.loader.rows import IDENTITY_FIELDS, SOURCE_COLUMNS
 
 _SYNC = b"tagstream-loader"  # any 16 bytes; the same after every block
@@ -55,20 +55,9 @@ NATIVE_SQL: dict[str, str] = {
 }
 
 
-def _long(value: int) -> bytes:
-    """Avro ``long``: zig-zag, then base-128 varint."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _string(text: bytes) -> bytes:
     n = len(text)
-    return (_SMALL_LONGS[n] if n < 64 else _long(n)) + text
+    return (_SMALL_LONGS[n] if n < 64 else avro_long(n)) + text
 
 
 class NativeLoader:
@@ -93,7 +82,7 @@ class NativeLoader:
                 raw = dict(version.raw, fields=[*prefix, *version.raw["fields"]])
                 meta = {b"avro.schema": json.dumps(raw).encode(), b"avro.codec": b"null"}
                 body = b"".join(_string(k) + _string(v) for k, v in meta.items())
-                self._headers[key] = b"Obj\x01" + _long(len(meta)) + body + _long(0) + _SYNC
+                self._headers[key] = b"Obj\x01" + avro_long(len(meta)) + body + avro_long(0) + _SYNC
         return self._headers[key]
 
     def load(
@@ -135,7 +124,7 @@ class NativeLoader:
         for i, column in enumerate(columns_per_record):  # interleave: record by record
             parts[i :: len(columns_per_record)] = column  # type: ignore[assignment]
         data = b"".join(parts)
-        container = header + _long(len(values)) + _long(len(data)) + data + _SYNC
+        container = header + avro_long(len(values)) + avro_long(len(data)) + data + _SYNC
         token = f"{topic}:{partition}:{offsets[0]}-{offsets[-1]}"
         names = ", ".join((*columns, *SOURCE_COLUMNS))
         fd, path = tempfile.mkstemp(suffix=".avro", prefix="loader-")

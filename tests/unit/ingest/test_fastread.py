@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from services.common.serde import SINGLE_OBJECT_MAGIC, Serde, SerdeError
+from services.common.serde import SINGLE_OBJECT_MAGIC, Serde, SerdeError, avro_long
 from services.ingest.fastread import TIMESTAMP_MAX_MS, TIMESTAMP_MIN_MS, FastReader, compile_reader
-from services.ingest.restamp import encode_long
 from tests import records as r
 
 NOW = 1_795_000_000_000
@@ -115,7 +114,7 @@ def test_timestamp_range_is_fastavros(t):
     # message_id, then event_time: swap in t's varint
     length = good[10] >> 1
     at = 11 + length
-    data = good[:at] + encode_long(t) + good[at + 1 :]
+    data = good[:at] + avro_long(t) + good[at + 1 :]
     slow, fast = both(data)
     assert fast == slow
     assert (fast == "refused") == (not TIMESTAMP_MIN_MS <= t <= TIMESTAMP_MAX_MS)

@@ -8,13 +8,13 @@ from io import BytesIO
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from services.common.serde import SINGLE_OBJECT_MAGIC, Serde
+from services.common.serde import SINGLE_OBJECT_MAGIC, Serde, avro_long
 from services.common.steps import SourcePosition
 from services.ingest.dedupe import DedupeStore
 from services.ingest.definitions import Definitions
 from services.ingest.normalise import normalise
 from services.ingest.pipeline import Context, Valid, process
-from services.ingest.restamp import encode_long, restamp, stamp_bytes
+from services.ingest.restamp import restamp, stamp_bytes
 from services.ingest.validate import DAY_MS, Limits
 from tests import records as r
 
@@ -83,7 +83,7 @@ def test_stamp_is_avro_long_branch():
         buffer = BytesIO()
         schemaless_writer(buffer, schema, {"t": n})
         assert stamp_bytes(n) == buffer.getvalue()
-        assert encode_long(n) == buffer.getvalue()[1:]
+        assert avro_long(n) == buffer.getvalue()[1:]
 
 
 def test_unexpected_layout_is_left_to_the_encoder():
