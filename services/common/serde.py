@@ -23,10 +23,12 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
-from services.common.schemas import SchemaCatalogue, default_catalogue
+from services.common.schemas import SchemaCatalogue, SchemaVersion, default_catalogue
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+SINGLE_OBJECT_HEADER_BYTES = len(SINGLE_OBJECT_MAGIC) + 8  # magic, then the 8-byte schema fingerprint
 CONFLUENT_MAGIC = b"\x00"
+_MASK64 = (1 << 64) - 1
 
 
 class SerdeError(Exception):
@@ -68,7 +70,7 @@ class Serde:
                 raise SerdeError("Confluent framing needs the topic (subject <topic>-value)")
             buffer.write(CONFLUENT_MAGIC + struct.pack(">I", self._registry.id_for(topic, schema.raw)))
         else:
-            buffer.write(SINGLE_OBJECT_MAGIC + schema.fingerprint)
+            buffer.write(single_object_header(schema))
         try:
             schemaless_writer(buffer, schema.parsed, record)
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
@@ -81,12 +83,14 @@ class Serde:
         if not data:
             raise SerdeError("empty value: expected an Avro record")
         if data[:2] == SINGLE_OBJECT_MAGIC:
-            if len(data) < 10:
+            if len(data) < SINGLE_OBJECT_HEADER_BYTES:
                 raise SerdeError("truncated single-object header")
-            writer = self.catalogue.by_fingerprint(data[2:10])
+            fingerprint = data[len(SINGLE_OBJECT_MAGIC) : SINGLE_OBJECT_HEADER_BYTES]
+            writer = self.catalogue.by_fingerprint(fingerprint)
             if writer is None:
-                raise SerdeError(f"unknown schema fingerprint {data[2:10].hex()} (not in schemas/)")
-            record_type, writer_schema, body = writer.record_type, writer.parsed, data[10:]
+                raise SerdeError(f"unknown schema fingerprint {fingerprint.hex()} (not in schemas/)")
+            record_type = writer.record_type
+            writer_schema, body = writer.parsed, data[SINGLE_OBJECT_HEADER_BYTES:]
         elif data[:1] == CONFLUENT_MAGIC:
             if len(data) < 5:
                 raise SerdeError("truncated Confluent header")
@@ -169,6 +173,26 @@ class _Registry:
                 raise SerdeError(f"schema id {schema_id} is {full_name}, not a tagstream record type")
             self._writers[schema_id] = (record_type, parsed)
         return self._writers[schema_id]
+
+
+def single_object_header(schema: SchemaVersion) -> bytes:
+    """The single-object header of records written with ``schema``: magic, then its fingerprint."""
+    return SINGLE_OBJECT_MAGIC + schema.fingerprint
+
+
+def avro_read_long(data: bytes, at: int) -> tuple[int, int]:
+    """An Avro ``long`` read at ``at``: (value, position after it). IndexError if the bytes end
+    first, ValueError past 10 bytes (what a 64-bit value can take)."""
+    n = shift = 0
+    for _ in range(10):
+        byte = data[at]
+        at += 1
+        n |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            n &= _MASK64  # as fastavro's unsigned 64-bit accumulator
+            return (n >> 1) ^ -(n & 1), at
+        shift += 7
+    raise ValueError("varint longer than 10 bytes")
 
 
 def avro_long(value: int) -> bytes:

@@ -23,15 +23,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.common.schemas import SchemaCatalogue
-from services.common.serde import SINGLE_OBJECT_MAGIC, SerdeError
+from services.common.serde import (
+    SINGLE_OBJECT_HEADER_BYTES,
+    SerdeError,
+    avro_read_long,
+    single_object_header,
+)
 
 Reader = Callable[[bytes], dict[str, Any]]
-HEADER_BYTES = len(SINGLE_OBJECT_MAGIC) + 8
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The ms values fastavro can turn into a datetime (epoch + timedelta): years 1 to 9999.
 TIMESTAMP_MIN_MS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
 TIMESTAMP_MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
-_MASK64 = (1 << 64) - 1
 _PRIMITIVE = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
@@ -41,20 +44,6 @@ class Unsupported(Exception):
 
 class _Trailing(Exception):
     pass
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    """A zigzag varint of more than one byte (one-byte ones are inlined)."""
-    n = shift = 0
-    for _ in range(10):
-        byte = data[at]
-        at += 1
-        n |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            n &= _MASK64  # as fastavro's unsigned 64-bit accumulator
-            return (n >> 1) ^ -(n & 1), at
-        shift += 7
-    raise ValueError("varint longer than 10 bytes")
 
 
 def _eof(wanted: int, at: int, length: int) -> EOFError:
@@ -84,7 +73,7 @@ class _Generator:
         self.emit(indent + 1, f"{target} = (b >> 1) ^ -(b & 1)")
         self.emit(indent + 1, "at += 1")
         self.emit(indent, "else:")
-        self.emit(indent + 1, f"{target}, at = _varint(d, at)")
+        self.emit(indent + 1, f"{target}, at = _read_long(d, at)")
 
     def sized(self, target: str, indent: int, decode: bool) -> None:
         n = self.var("n")
@@ -215,7 +204,7 @@ def compile_reader(schema: dict[str, Any]) -> Reader:
         [
             "def read(d):",
             "    L = len(d)",
-            f"    at = {HEADER_BYTES}",
+            f"    at = {SINGLE_OBJECT_HEADER_BYTES}",
             *generator.lines,
             "    if at != L:",
             "        raise _Trailing(L - at)",
@@ -223,7 +212,7 @@ def compile_reader(schema: dict[str, Any]) -> Reader:
         ]
     )
     namespace: dict[str, Any] = {
-        "_varint": _varint,
+        "_read_long": avro_read_long,
         "_eof": _eof,
         "_Trailing": _Trailing,
         "_DOUBLE": struct.Struct("<d"),
@@ -246,12 +235,12 @@ class FastReader:
                 reader = compile_reader(schema.raw)
             except Unsupported:
                 continue
-            self._by_header[SINGLE_OBJECT_MAGIC + schema.fingerprint] = (record_type, reader)
+            self._by_header[single_object_header(schema)] = (record_type, reader)
 
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]] | None:
         """``(record_type, record)``, None if this is not a record it has a decoder for (the
         caller uses ``Serde.decode``), or :class:`SerdeError` as ``Serde.decode`` raises it."""
-        entry = self._by_header.get(data[:HEADER_BYTES])
+        entry = self._by_header.get(data[:SINGLE_OBJECT_HEADER_BYTES])
         if entry is None:
             return None
         record_type, reader = entry

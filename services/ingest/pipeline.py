@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from services.common.kafka import record_key
-from services.common.serde import Serde, SerdeError
+from services.common.serde import SINGLE_OBJECT_HEADER_BYTES, Serde, SerdeError
 from services.common.steps import Rejection, SourcePosition, dead_letter
 from services.common.topics import RAW_TOPIC_BY_NAME, VALID_TOPIC_FOR_RAW, TopicSpec
 from services.ingest import reasons
@@ -24,7 +24,7 @@ from services.ingest.dedupe import DedupeStore
 from services.ingest.definitions import Definitions
 from services.ingest.fastread import FastReader
 from services.ingest.normalise import normalise
-from services.ingest.restamp import HEADER_BYTES, restamp, restampable_headers, stamp_bytes
+from services.ingest.restamp import restamp, restampable_headers, stamp_bytes
 from services.ingest.validate import Limits, validate
 
 SERVICE = "ingest"
@@ -119,7 +119,7 @@ def process(source: SourcePosition, bare_topic: str, now_ms: int, ctx: Context) 
     # 6. encode and route, keyed so one device's (else person's) records stay in order; a record
     # normalising did not change keeps its bytes but for received_time
     encoded = None
-    if ctx.restampable.get(value[:HEADER_BYTES]) == record_type and normalised == {
+    if ctx.restampable.get(value[:SINGLE_OBJECT_HEADER_BYTES]) == record_type and normalised == {
         **record,
         "received_time": now_ms,
     }:

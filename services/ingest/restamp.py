@@ -16,9 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from services.common.schemas import SchemaCatalogue
-from services.common.serde import SINGLE_OBJECT_MAGIC, avro_long
+from services.common.serde import SINGLE_OBJECT_HEADER_BYTES, avro_long, avro_read_long, single_object_header
 
-HEADER_BYTES = len(SINGLE_OBJECT_MAGIC) + 8
 _NULL = 0  # union branch 0 (null), zigzag-encoded
 _LONG = 2  # union branch 1 (long), zigzag-encoded
 
@@ -40,7 +39,7 @@ def restampable_headers(catalogue: SchemaCatalogue, record_types: list[str]) -> 
         schema = catalogue.current(record_type)
         leading = [(f["name"], _field_type(f)) for f in schema.raw["fields"][:3]]
         if leading == [("message_id", "string"), ("event_time", "long"), ("received_time", ["null", "long"])]:
-            headers[SINGLE_OBJECT_MAGIC + schema.fingerprint] = record_type
+            headers[single_object_header(schema)] = record_type
     return headers
 
 
@@ -49,37 +48,20 @@ def stamp_bytes(received_ms: int) -> bytes:
     return bytes((_LONG,)) + avro_long(received_ms)
 
 
-def _skip_varint(data: bytes, at: int) -> int:
-    while data[at] & 0x80:
-        at += 1
-    return at + 1
-
-
-def _read_varint(data: bytes, at: int) -> tuple[int, int]:
-    shift = n = 0
-    while True:
-        byte = data[at]
-        n |= (byte & 0x7F) << shift
-        at += 1
-        if not byte & 0x80:
-            return (n >> 1) ^ -(n & 1), at
-        shift += 7
-
-
 def restamp(value: bytes, stamp: bytes) -> bytes | None:
     """``value`` with its received_time replaced by ``stamp``; None if the bytes are not laid out
     as expected (the caller then encodes). ``value`` must have decoded with a schema
     ``restampable_headers`` accepted."""
     try:
-        length, at = _read_varint(value, HEADER_BYTES)  # message_id
-        at = _skip_varint(value, at + length)  # event_time
+        length, at = avro_read_long(value, SINGLE_OBJECT_HEADER_BYTES)  # message_id
+        _, at = avro_read_long(value, at + length)  # event_time
         branch = value[at]
         if branch == _NULL:
             end = at + 1
         elif branch == _LONG:
-            end = _skip_varint(value, at + 1)
+            _, end = avro_read_long(value, at + 1)
         else:
             return None
-    except IndexError:
+    except (IndexError, ValueError):
         return None
     return b"".join((value[:at], stamp, value[end:]))

@@ -29,7 +29,7 @@ from itertools import repeat
 from typing import Any
 
 from services.common.schemas import SchemaCatalogue, default_catalogue
-from services.common.serde import SINGLE_OBJECT_MAGIC, avro_long
+from services.common.serde import SINGLE_OBJECT_HEADER_BYTES, SINGLE_OBJECT_MAGIC, avro_long
 from services.loader.rows import IDENTITY_FIELDS, SOURCE_COLUMNS
 
 _SYNC = b"tagstream-loader"  # any 16 bytes; the same after every block
@@ -108,13 +108,13 @@ class NativeLoader:
         first = values[0]
         if first is None or first[:2] != SINGLE_OBJECT_MAGIC:
             return False
-        prefix = first[:10]
+        prefix = first[:SINGLE_OBJECT_HEADER_BYTES]
         try:  # one writer schema for all: bodies of another would be misread, not refused
             if not all(map(bytes.startswith, values, repeat(prefix))):  # type: ignore[arg-type]
                 return False
         except TypeError:  # a None value (tombstone)
             return False
-        header = self._header(prefix[2:], record_type, persons is not None)
+        header = self._header(prefix[len(SINGLE_OBJECT_MAGIC) :], record_type, persons is not None)
         if header is None:
             return False
         columns_per_record = [list(map(_OFFSET, offsets)), values]
