@@ -67,6 +67,17 @@ def _with_broker(workdir: Path) -> Iterator[tuple[Settings, Path]]:
         broker.stop()
 
 
+def variants(compare: list[str], env: list[str]) -> dict[str, dict[str, str]]:
+    """``--compare NAME:KEY=VALUE,...`` and ``--env KEY=VALUE`` as settings per variant; the run
+    under ``--env`` is "now", last (ratios are now / NAME)."""
+    out: dict[str, dict[str, str]] = {}
+    for spec in compare:
+        name, _, pairs = spec.partition(":")
+        out[name] = dict(kv.split("=", 1) for kv in pairs.split(",") if kv)
+    out["now"] = dict(kv.split("=", 1) for kv in env)
+    return out
+
+
 def fresh(base: Settings, workdir: Path, name: str) -> Settings:
     """Settings with their own topic prefix and data dir; every declared topic created."""
     s = base.model_copy(update={"topic_prefix": f"b{uuid.uuid4().hex[:8]}-", "data_dir": workdir / name})

@@ -41,7 +41,7 @@ import itertools
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
-from bench.harness import REPO, bench_broker, fresh, wait_for, write_result
+from bench.harness import REPO, bench_broker, fresh, variants, wait_for, write_result
 from services.common.kafka import client_config, make_admin, make_producer, record_key
 from services.common.serde import Serde
 from services.common.settings import Settings
@@ -380,13 +380,12 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    variants: dict[str, dict[str, str]] = {}
-    for spec in args.compare:
-        name, _, pairs = spec.partition(":")
-        variants[name] = dict(kv.split("=", 1) for kv in pairs.split(",") if kv)
-    variants["now"] = dict(kv.split("=", 1) for kv in args.env)
+    settings_per_variant = variants(args.compare, args.env)
     with bench_broker() as (base, workdir):
-        runs = {name: run_pipeline(base, workdir, args, name, extra) for name, extra in variants.items()}
+        runs = {
+            name: run_pipeline(base, workdir, args, name, extra)
+            for name, extra in settings_per_variant.items()
+        }
     now = runs["now"]
     low, top = now["phases"]["low"], now["held"] or now["phases"]["low"]
     ratios = {

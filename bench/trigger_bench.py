@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from bench.harness import variants
 from services.common.broker import LocalBroker
 from services.common.kafka import ensure_topics, make_producer, make_reader
 from services.common.serde import Serde
@@ -161,12 +162,8 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every variant, alternating")
     args = parser.parse_args()
-    variants: dict[str, dict[str, str]] = {}
-    for spec in args.compare:
-        name, _, pairs = spec.partition(":")
-        variants[name] = dict(kv.split("=", 1) for kv in pairs.split(",") if kv)
-    variants["now"] = dict(kv.split("=", 1) for kv in args.env)
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    settings_per_variant = variants(args.compare, args.env)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in settings_per_variant}
     with tempfile.TemporaryDirectory() as tmp:
         workdir, broker = Path(tmp), None
         if os.environ.get("TAGSTREAM_KAFKA_BOOTSTRAP"):
@@ -180,7 +177,7 @@ def main() -> None:
             base = base.model_copy(update={"kafka_bootstrap": base.bootstrap_servers})
         try:
             for round_ in range(args.repeat):
-                for name, extra in variants.items():
+                for name, extra in settings_per_variant.items():
                     sub = workdir / f"{name}-{round_}"
                     sub.mkdir()
                     latencies = run(base, args.rate, args.seconds, args.persons, sub, extra)
@@ -197,7 +194,7 @@ def main() -> None:
         finally:
             if broker:
                 broker.stop()
-    for name in variants:
+    for name in settings_per_variant:
         if name == "now":
             continue
         for q in ("p50", "p99", "mean"):
