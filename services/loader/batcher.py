@@ -4,9 +4,10 @@ Pure bookkeeping (no Kafka, no ClickHouse): the loader adds consumed messages an
 batches are due. A batch is always a contiguous run of one partition's messages, so its
 offset range names it, and that name is its ClickHouse insert token.
 
-After a restart the first batch of a partition must cover exactly the range the crashed
-process used (read from the ``loader_batches`` intent log), otherwise its token would differ
-and ClickHouse could not recognise the retried block: :meth:`Batcher.set_boundary` pins it.
+After a restart the first batches of a partition must cover exactly the ranges the crashed
+process used (read from the ``loader_batches`` intent log: up to two, as the next round's intent
+is written while the previous round commits), otherwise their tokens would differ and ClickHouse
+could not recognise the retried blocks: :meth:`Batcher.set_boundaries` pins them.
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ class _Buffer:
     offsets: list[int] = field(default_factory=list)
     keys: list[bytes | None] = field(default_factory=list)
     values: list[bytes | None] = field(default_factory=list)
-    boundary: int | None = None  # replay: cut exactly after this offset
 
 
 class Batcher:
@@ -72,6 +72,8 @@ class Batcher:
         self.flush_seconds = flush_seconds
         self.flush_rows = flush_rows
         self._buffers: dict[TopicPartition, _Buffer] = {}
+        # Replay: the last offsets of the crashed run's batches, in order; each cuts exactly there.
+        self._pinned: dict[TopicPartition, list[int]] = {}
 
     def add(self, topic: str, partition: int, item: Item, now: float) -> bool:
         """Buffer a message; returns True when it starts a new buffer for its partition."""
@@ -97,62 +99,86 @@ class Batcher:
         buffer.values += values
         return False
 
-    def set_boundary(self, topic: str, partition: int, last_offset: int) -> None:
-        buffer = self._buffers.get((topic, partition))
-        if buffer is not None:
-            buffer.boundary = last_offset
+    def set_boundaries(self, topic: str, partition: int, last_offsets: Sequence[int]) -> None:
+        """Pin the partition's next cuts (ascending last offsets of a crashed run's batches)."""
+        if last_offsets:
+            self._pinned[(topic, partition)] = list(last_offsets)
 
     def due(self, now: float) -> list[Batch]:
         """Take every batch that is old enough, big enough, or has reached its replay boundary;
         when any is, also those past half their age or size (see :meth:`_rides_along`)."""
-        due = {tp for tp, buffer in self._buffers.items() if self._is_due(buffer, now)}
+        due = {tp for tp, buffer in self._buffers.items() if self._is_due(tp, buffer, now)}
         if not due:
             return []
         return [
-            self._take(topic, partition, buffer.boundary, now)
-            for (topic, partition), buffer in list(self._buffers.items())
-            if (topic, partition) in due or self._rides_along(buffer, now)
+            self._take(tp, now)
+            for tp, buffer in list(self._buffers.items())
+            if tp in due or self._rides_along(tp, buffer, now)
         ]
 
     def has_due(self, now: float) -> bool:
         """Whether :meth:`due` would return a batch now."""
-        return any(self._is_due(buffer, now) for buffer in self._buffers.values())
+        return any(self._is_due(tp, buffer, now) for tp, buffer in self._buffers.items())
 
-    def _is_due(self, buffer: _Buffer, now: float) -> bool:
+    def _pin(self, tp: TopicPartition, buffer: _Buffer) -> int | None:
+        """The partition's pinned cut, if any (pins before the buffered records are stale: those
+        records are gone from the log, the cut cannot be repeated)."""
+        pins = self._pinned.get(tp)
+        while pins and pins[0] < buffer.offsets[0]:
+            pins.pop(0)
+        if not pins:
+            self._pinned.pop(tp, None)
+            return None
+        return pins[0]
+
+    def _is_due(self, tp: TopicPartition, buffer: _Buffer, now: float) -> bool:
+        pin = self._pin(tp, buffer)
+        if pin is not None:  # only at its last offset: cut earlier, its token would differ
+            return buffer.offsets[-1] >= pin
         if now - buffer.started >= self.flush_seconds:
             return True
-        if buffer.boundary is not None:
-            return buffer.offsets[-1] >= buffer.boundary
         return len(buffer.offsets) >= self.flush_rows
 
-    def _rides_along(self, buffer: _Buffer, now: float) -> bool:
+    def _rides_along(self, tp: TopicPartition, buffer: _Buffer, now: float) -> bool:
         """Partitions fill at about the same pace: taking the half-full ones with a due one
         writes them in the same round (one intent statement, one commit) instead of one round
         each moments later. Never a buffer waiting for its replay boundary (its cut is fixed)."""
-        if buffer.boundary is not None:
+        if self._pin(tp, buffer) is not None:
             return False
         return 2 * len(buffer.offsets) >= self.flush_rows or 2 * (now - buffer.started) >= self.flush_seconds
 
     def drain(self, now: float) -> list[Batch]:
-        """Every buffered message, as batches (at shutdown)."""
+        """Every buffered message, as batches (at shutdown), except a replay that has not reached
+        its boundary: cut short it would get another token; it replays on the next run."""
         batches = []
         while self._buffers:
-            for (topic, partition), buffer in list(self._buffers.items()):
-                batches.append(self._take(topic, partition, buffer.boundary, now))
+            for tp, buffer in list(self._buffers.items()):
+                pin = self._pin(tp, buffer)
+                if pin is not None and buffer.offsets[-1] < pin:
+                    self.drop([tp])
+                else:
+                    batches.append(self._take(tp, now))
         return batches
 
     def drop(self, partitions: list[TopicPartition]) -> None:
         """Forget buffers of revoked partitions: their new owner replays from the committed offset."""
         for tp in partitions:
             self._buffers.pop(tp, None)
+            self._pinned.pop(tp, None)
 
-    def _take(self, topic: str, partition: int, boundary: int | None, now: float) -> Batch:
-        buffer = self._buffers.pop((topic, partition))
+    def _take(self, tp: TopicPartition, now: float) -> Batch:
+        buffer = self._buffers[tp]
+        pin = self._pin(tp, buffer)
+        del self._buffers[tp]
         offsets, keys, values = buffer.offsets, buffer.keys, buffer.values
-        if boundary is None:
+        if pin is None:
             cut = min(len(offsets), self.flush_rows)
-        else:  # offsets ascend: the boundary's position
-            cut = bisect_right(offsets, boundary) or min(len(offsets), self.flush_rows)
+        else:  # offsets ascend: the boundary's position (not 0: stale pins were dropped)
+            cut = bisect_right(offsets, pin)
+            self._pinned[tp].pop(0)
+            if not self._pinned[tp]:
+                del self._pinned[tp]
+        topic, partition = tp
         if cut < len(offsets):  # the remainder starts the next batch, whose clock starts now
             self._buffers[(topic, partition)] = _Buffer(now, offsets[cut:], keys[cut:], values[cut:])
             offsets, keys, values = offsets[:cut], keys[:cut], values[:cut]

@@ -81,6 +81,7 @@ RETRIABLE_COMMIT = {
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     KafkaError.REQUEST_TIMED_OUT,
 }
+INFLIGHT_POLL_S = 0.005  # consume timeout while a round is being written (its commit follows)
 COMMIT_RETRY_S = 300.0  # then exit: the orchestrator restarts us and the batch replays
 
 
@@ -126,7 +127,8 @@ class Loader:
         self.dead_letter_topic = topic_name(DEAD_LETTERS, settings)
         self.batcher = Batcher(settings.loader_flush_seconds, settings.loader_flush_rows)
         self._checked: set[tuple[str, int]] = set()  # partitions whose replay boundary is known
-        self._boundaries: dict[tuple[str, int], int] = {}  # found, not yet applied to a buffer
+        # Found, not yet applied to a buffer: a crashed run's cuts from the first offset on.
+        self._boundaries: dict[tuple[str, int], list[int]] = {}
         self.copies = CopyFilter(settings.loader_copy_window, self._read_before)
         self.profiles_topic = topic_name(PROFILES, settings)
         self._reader: Consumer | None = None  # reads back a partition's recent records (copies)
@@ -147,7 +149,11 @@ class Loader:
             while not stop.is_set:
                 # A batch already due (a backlog read faster than it is written): do not wait
                 # for more records first, hand it to the writer as soon as it is free.
+                # A round in flight: look back soon, its commit must not wait out a poll that
+                # finds nothing (the last round of a backlog waited up to `poll` for it).
                 wait = 0.0 if self.batcher.has_due(time.monotonic()) else poll
+                if self._inflight is not None:
+                    wait = min(wait, INFLIGHT_POLL_S)
                 consumed = list(runs(self.consumer.consume(5000, timeout=wait)))
                 self._look_up_boundaries([(t, p, offsets[0]) for t, p, offsets, *_ in consumed])
                 for run in consumed:
@@ -164,17 +170,20 @@ class Loader:
             self._writer.shutdown(wait=True)
 
     def _write(self, batches: list[Batch], stop: StopFlag) -> None:
-        """Hand due batches to the writer thread once the previous round is written and committed.
+        """Hand due batches to the writer thread once the previous round is written, then commit
+        that round while the writer starts on this one.
 
         The writer inserts (chDB releases the GIL) while this thread goes on consuming and
         buffering; commits stay on this thread (a synchronous commit from another thread waits
-        for the consumer's poll to return). One round at a time: a partition never has two
-        uncommitted intents, and a slow ClickHouse holds consuming back instead of filling memory."""
+        for the consumer's poll to return). One round written at a time, so a slow ClickHouse
+        holds consuming back instead of filling memory; a partition has at most two uncommitted
+        intents (a crash while committing leaves both: the restart replays both cuts)."""
         if batches:
-            self._settle()
+            written = self._collect()
             if self.settings.loader_test_unsafe_commit_first:  # fault injection: the bug, on purpose
                 self._commit(batches)
             self._inflight = self._writer.submit(self.write_all, batches, stop)
+            self._commit_written(written)
 
     def _writer_busy(self) -> bool:
         return self._inflight is not None and not self._inflight.done()
@@ -182,10 +191,17 @@ class Loader:
     def _settle(self, wait: bool = True) -> None:
         """Commit the round in flight once written (waiting for it unless ``wait`` is False);
         the writer's failure is raised here."""
-        if self._inflight is None or not (wait or self._inflight.done()):
-            return
+        if self._inflight is not None and (wait or self._inflight.done()):
+            self._commit_written(self._collect())
+
+    def _collect(self) -> list[Written]:
+        """The round in flight once written (waiting for it), not committed yet."""
+        if self._inflight is None:
+            return []
         inflight, self._inflight = self._inflight, None
-        written = inflight.result()
+        return inflight.result()
+
+    def _commit_written(self, written: list[Written]) -> None:
         if not written:
             return
         self._commit([batch for batch, _loaded, _rejected in written])
@@ -200,9 +216,9 @@ class Loader:
             )
 
     def _look_up_boundaries(self, starts: list[tuple[str, int, int]]) -> None:
-        """A partition's first records after assignment: whether a crashed run left an intent
-        starting there (its replay boundary), for all such partitions in one query, waiting out a
-        ClickHouse outage (a batch cut before its boundary is known would get another token)."""
+        """A partition's first records after assignment: whether a crashed run left intents
+        starting there (its replay boundaries), for all such partitions in one query, waiting out
+        a ClickHouse outage (a batch cut before its boundary is known would get another token)."""
         firsts: dict[tuple[str, int], int] = {}
         for topic, partition, first in starts:
             if (topic, partition) not in self._checked:
@@ -229,10 +245,10 @@ class Loader:
         if (topic, partition) not in self._checked:  # stopping before its boundary was known
             return
         self.batcher.extend(topic, partition, offsets, keys, values, time.monotonic())
-        boundary = self._boundaries.pop((topic, partition), None)
-        if boundary is not None:
-            log.info("replaying batch", extra={"topic": topic, "partition": partition, "last": boundary})
-            self.batcher.set_boundary(topic, partition, boundary)
+        boundaries = self._boundaries.pop((topic, partition), None)
+        if boundaries:
+            log.info("replaying batches", extra={"topic": topic, "partition": partition, "lasts": boundaries})
+            self.batcher.set_boundaries(topic, partition, boundaries)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]

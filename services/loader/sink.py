@@ -67,27 +67,50 @@ class ClickHouseSink:
 
     def pending_boundary(self, topic: str, partition: int, first_offset: int) -> int | None:
         """The last offset of a batch that started at ``first_offset`` before a crash, if any."""
-        return self.pending_boundaries([(topic, partition, first_offset)]).get((topic, partition))
+        chain = self.pending_boundaries([(topic, partition, first_offset)]).get((topic, partition))
+        return chain[0] if chain else None
 
-    def pending_boundaries(self, starts: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int], int]:
-        """:meth:`pending_boundary` of several (topic, partition, first offset) in one query (a
-        loader assigned many partitions looks them all up as it starts)."""
+    def pending_boundaries(self, starts: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int], list[int]]:
+        """Where a crashed run cut each partition from its first offset on: the last offsets of its
+        batches in order — the intent starting at the first offset, then each intent starting
+        after the previous one's last (a crash while a round committed leaves the next round's
+        intent too). One query for several (topic, partition, first offset): a loader assigned
+        many partitions looks them all up as it starts."""
         if not starts:
             return {}
-        keys = ", ".join(f"({{t{i}:String}}, {{p{i}:UInt16}}, {{f{i}:UInt64}})" for i in range(len(starts)))
+        where = " OR ".join(
+            f"(topic = {{t{i}:String}} AND partition = {{p{i}:UInt16}} AND first_offset >= {{f{i}:UInt64}})"
+            for i in range(len(starts))
+        )
         parameters: dict[str, str | int] = {}
         for i, (topic, partition, first) in enumerate(starts):
             parameters.update({f"t{i}": topic, f"p{i}": partition, f"f{i}": first})
         with self.lock:
             try:
                 result = self.client.query(
-                    "SELECT topic, partition, argMax(last_offset, created_at) FROM loader_batches "
-                    f"WHERE (topic, partition, first_offset) IN ({keys}) GROUP BY topic, partition",
+                    "SELECT topic, partition, first_offset, argMax(last_offset, created_at) "
+                    f"FROM loader_batches WHERE {where} "
+                    "GROUP BY topic, partition, first_offset ORDER BY topic, partition, first_offset",
                     parameters=parameters,
                 ).result_rows
             except OperationalError as exc:
                 raise SinkUnavailable(clickhouse_reason(exc)) from exc
-        return {(topic, int(partition)): int(last) for topic, partition, last in result}
+        intents: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        for topic, partition, first, last in result:
+            intents.setdefault((topic, int(partition)), []).append((int(first), int(last)))
+        chains: dict[tuple[str, int], list[int]] = {}
+        for topic, partition, start in starts:
+            ranges = intents.get((topic, partition), [])
+            if not ranges or ranges[0][0] != start:  # no batch started exactly here
+                continue
+            # Intents beyond the committed offset are one run's consecutive batches (offsets
+            # between two may be transaction markers, so "next" is the next first offset).
+            chain = [ranges[0][1]]
+            for first, last in ranges[1:]:
+                if first > chain[-1]:
+                    chain.append(last)
+            chains[(topic, partition)] = chain
+        return chains
 
     def record_intent(self, topic: str, partition: int, first: int, last: int) -> None:
         self.record_intents([(topic, partition, first, last)])

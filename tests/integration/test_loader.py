@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -238,7 +239,7 @@ def test_sigkill_between_insert_and_commit_loses_nothing_and_duplicates_nothing(
     loader = loaders().wait_ready()
     wait_until(lambda: count(loader, "tags") >= 25, timeout=60, what="all 25 tags loaded")
     assert loader.query("SELECT count(), uniqExact(message_id) FROM tags") == [[25, 25]]
-    assert '"event": "replaying batch"' in (tmp_path / "loader.log").read_text()  # same range, same token
+    assert '"event": "replaying batches"' in (tmp_path / "loader.log").read_text()  # same range, same token
 
     # Embedded mode, loader running: the CLI goes through the loader's API.
     out = tagstream("report", "tags", "--format", "json", env=env)
@@ -267,3 +268,63 @@ def test_http_api_refuses_writes(settings, loaders):
     assert "ALTER statements are refused" in response.json()["error"]
     assert "campaigns" in httpx.get(f"{loader.url}/reports", timeout=30).json()
     assert os.path.exists(settings.data_dir / "loader" / "api.json")
+
+
+class CrashWhileCommitting(Exception):
+    """Stands for the process dying inside its first commit."""
+
+
+@pytest.mark.integration
+def test_a_crash_while_committing_replays_both_uncommitted_rounds_at_their_cuts(settings, tmp_path):
+    """The next round is written while the previous one commits. A crash inside that commit
+    leaves two rounds inserted and neither committed; the restarted loader finds both intents,
+    cuts the same two ranges (same tokens, dropped by ClickHouse) and loads the rest: every
+    record exactly once. Cut as one range, records 5-9 would load twice."""
+    from services.common.runtime import StopFlag
+    from services.loader import ddl
+    from services.loader.main import Loader, loader_consumer
+    from services.loader.settings import LoaderSettings
+    from services.loader.sink import ClickHouseSink
+
+    serde = Serde()
+    template = fixture_records("tag_hit")[0]
+    records = [dict(template, message_id=f"c-{i}") for i in range(12)]
+    produce(settings, VALID_TAGS, encoded(serde, "tag_hit", records), partition=0)
+    loader_settings = LoaderSettings(
+        **settings.model_dump(), loader_source="valid", loader_flush_rows=5, loader_group_id="crash-commit"
+    )
+    client = connect(loader_settings.clickhouse_dsn)
+    ddl.apply(client)
+    sink, producer = ClickHouseSink(client), make_producer(loader_settings)
+
+    class Crashing(Loader):
+        dead = False
+
+        def _commit(self, batches):  # dies in its first commit; a dead process commits nothing
+            if not self.dead:
+                self.dead = True
+                raise CrashWhileCommitting
+
+    consumer = loader_consumer(loader_settings)
+    with pytest.raises(CrashWhileCommitting):  # rounds 0-4 and 5-9 written, nothing committed
+        Crashing(loader_settings, sink, consumer, producer).run(StopFlag())
+    consumer.close()
+    assert client.query("SELECT count() FROM tags").result_rows == [(10,)]
+
+    # Restarted with other batching settings: without the intents it would cut 0-11 as one batch.
+    restarted_settings = loader_settings.model_copy(
+        update={"loader_flush_rows": 100, "loader_flush_seconds": 1}
+    )
+    consumer = loader_consumer(restarted_settings)
+    restarted, stop = Loader(restarted_settings, sink, consumer, producer), StopFlag()
+    thread = threading.Thread(target=restarted.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        query = "SELECT count(), uniqExact(message_id) FROM tags"
+        wait_until(lambda: client.query(query).result_rows[0][1] == 12, timeout=60, what="12 tags")
+    finally:
+        stop.set()
+        thread.join(30)
+        consumer.close()
+    assert client.query(query).result_rows == [(12, 12)]
+    client.close()

@@ -104,4 +104,13 @@ class TestClickHouseSink:
         sink.record_intents([("tags.valid", 0, 0, 9), ("tags.valid", 1, 5, 7), ("events.valid", 0, 0, 3)])
         sink.record_intents([("tags.valid", 0, 0, 12)])  # cut again later: the latest one counts
         starts = [("tags.valid", 0, 0), ("tags.valid", 1, 5), ("events.valid", 0, 4), ("events.valid", 1, 0)]
-        assert sink.pending_boundaries(starts) == {("tags.valid", 0): 12, ("tags.valid", 1): 7}
+        assert sink.pending_boundaries(starts) == {("tags.valid", 0): [12], ("tags.valid", 1): [7]}
+
+    def test_a_crash_while_committing_leaves_two_ranges_both_found_in_order(self, sink):
+        """The next round's intent is written while the previous round commits: the boundaries
+        follow from the first offset, batch after batch (17 follows 12 across a transaction
+        marker); an intent before the first offset, or not following on, is no boundary."""
+        sink.record_intents([("tags.valid", 0, 0, 4), ("tags.valid", 0, 5, 12), ("tags.valid", 1, 0, 9)])
+        sink.record_intents([("tags.valid", 0, 14, 20)])
+        starts = [("tags.valid", 0, 5), ("tags.valid", 1, 3)]
+        assert sink.pending_boundaries(starts) == {("tags.valid", 0): [12, 20]}

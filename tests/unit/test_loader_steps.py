@@ -117,17 +117,32 @@ class TestBatcher:
         batcher = Batcher(flush_seconds=60, flush_rows=100)
         for offset in range(10, 20):
             batcher.add("t", 0, Item(offset, None, b""), now=0.0)
-        batcher.set_boundary("t", 0, 13)
+        batcher.set_boundaries("t", 0, [13])
         (batch,) = batcher.due(now=0.0)
         assert batch.token == "t:0:10-13"
         assert len(batcher) == 6
 
+    def test_two_replay_boundaries_cut_both_ranges_then_batching_resumes(self):
+        """A crash while a round committed left the next round's intent too: both ranges are cut
+        as before (offset 16 is a transaction marker: the second range starts at 17), then
+        records batch by size again."""
+        batcher = Batcher(flush_seconds=60, flush_rows=3)
+        for offset in [*range(10, 16), *range(17, 25)]:
+            batcher.add("t", 0, Item(offset, None, b""), now=0.0)
+        batcher.set_boundaries("t", 0, [13, 20])
+        assert [b.token for b in batcher.due(now=0.0)] == ["t:0:10-13"]
+        assert [b.token for b in batcher.due(now=0.0)] == ["t:0:14-20"]
+        assert [b.token for b in batcher.due(now=0.0)] == ["t:0:21-23"]
+        assert [b.token for b in batcher.drain(now=0.0)] == ["t:0:24-24"]
+
     def test_a_boundary_waits_for_its_last_offset(self):
-        """Until the boundary's last offset arrives (or time runs out) the batch is not cut."""
+        """Until the boundary's last offset arrives the batch is not cut, however old it is: cut
+        short it would get another token and its rows would load twice."""
         batcher = Batcher(flush_seconds=60, flush_rows=100)
         batcher.add("t", 0, Item(10, None, b""), now=0.0)
-        batcher.set_boundary("t", 0, 12)
+        batcher.set_boundaries("t", 0, [12])
         assert batcher.due(now=1.0) == []
+        assert batcher.due(now=120.0) == []
         batcher.add("t", 0, Item(11, None, b""), now=1.0)
         batcher.add("t", 0, Item(12, None, b""), now=1.0)
         assert [b.token for b in batcher.due(now=1.0)] == ["t:0:10-12"]
@@ -139,7 +154,7 @@ class TestBatcher:
         for partition, count in ((0, 10), (1, 5), (2, 4), (3, 6)):
             for offset in range(count):
                 batcher.add("t", partition, Item(offset, None, b""), now=0.0)
-        batcher.set_boundary("t", 3, 8)  # half full, but its cut is pinned at offset 8
+        batcher.set_boundaries("t", 3, [8])  # half full, but its cut is pinned at offset 8
         batcher.add("t", 4, Item(0, None, b""), now=-31.0)  # past half the window
         assert sorted(b.token for b in batcher.due(now=0.0)) == ["t:0:0-9", "t:1:0-4", "t:4:0-0"]
         assert len(batcher) == 10  # partition 2's four records, partition 3's six
@@ -155,6 +170,16 @@ class TestBatcher:
         assert batcher.has_due(now=1.0)  # big enough
         assert [b.token for b in batcher.due(now=1.0)] == ["t:1:0-2"]
         assert not batcher.has_due(now=1.0)
+
+    def test_shutdown_leaves_a_replay_short_of_its_boundary_for_the_next_run(self):
+        """SIGTERM while a replayed range is still arriving: the partial range is not written
+        (another token), the others are."""
+        batcher = Batcher(flush_seconds=60, flush_rows=100)
+        batcher.add("t", 0, Item(10, None, b""), now=0.0)
+        batcher.set_boundaries("t", 0, [12])
+        batcher.add("t", 1, Item(3, None, b""), now=0.0)
+        assert [b.token for b in batcher.drain(now=1.0)] == ["t:1:3-3"]
+        assert len(batcher) == 0
 
     def test_revoked_partitions_are_forgotten(self):
         """Buffers of a revoked partition are dropped, to be replayed by the next owner."""
