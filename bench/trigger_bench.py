@@ -6,6 +6,11 @@ gives ``--persons`` people a profile with an email, then produces one ``signup``
 the event's produce time). The trigger alone, not the whole pipeline; the machine is shared.
 
     .venv/bin/python bench/trigger_bench.py [--rate 200] [--seconds 20] [--persons 500]
+        [--env TAGSTREAM_X=Y ...] [--compare NAME:KEY=VALUE,...] [--repeat N]
+
+``--compare`` runs the trigger with other settings too, on the same broker, alternating with
+the run under ``--env`` (``--repeat`` rounds), and prints each run and the ratios now/NAME: on a
+shared machine only ratios of runs close in time mean something.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ campaigns:
 """
 
 
-def run(base: Settings, rate: float, seconds: float, persons: int, workdir: Path) -> list[float]:
+def run(
+    base: Settings, rate: float, seconds: float, persons: int, workdir: Path, extra: dict[str, str]
+) -> list[float]:
     s = base.model_copy(update={"topic_prefix": f"b{uuid.uuid4().hex[:8]}-", "data_dir": workdir / "data"})
     ensure_topics(s)
     serde, producer = Serde(), make_producer(s, partitioner="murmur2_random", **{"linger.ms": 0})
@@ -51,6 +58,7 @@ def run(base: Settings, rate: float, seconds: float, persons: int, workdir: Path
         "TAGSTREAM_HEALTH_PORT": "0",
         "TAGSTREAM_TRIGGER_CAMPAIGNS_FILE": str(workdir / "campaigns.yaml"),
         "PYTHONPATH": str(REPO),
+        **extra,
     }
     email = topic_name(next(t for t in OUTBOUND_TOPICS if t.name == "outbound.email"), s)
     reader = make_reader(s)
@@ -136,12 +144,29 @@ def run(base: Settings, rate: float, seconds: float, persons: int, workdir: Path
         reader.close()
 
 
+def quantiles(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    p = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+    return {"p50": p(0.5), "p99": p(0.99), "max": ordered[-1] * 1000, "mean": statistics.mean(ordered) * 1000}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--persons", type=int, default=500)
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the trigger")
+    parser.add_argument(
+        "--compare", action="append", default=[], help="NAME:KEY=VALUE,...: also run with these settings"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of every variant, alternating")
     args = parser.parse_args()
+    variants: dict[str, dict[str, str]] = {}
+    for spec in args.compare:
+        name, _, pairs = spec.partition(":")
+        variants[name] = dict(kv.split("=", 1) for kv in pairs.split(",") if kv)
+    variants["now"] = dict(kv.split("=", 1) for kv in args.env)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         workdir, broker = Path(tmp), None
         if os.environ.get("TAGSTREAM_KAFKA_BOOTSTRAP"):
@@ -154,18 +179,32 @@ def main() -> None:
             broker.start()
             base = base.model_copy(update={"kafka_bootstrap": base.bootstrap_servers})
         try:
-            latencies = sorted(run(base, args.rate, args.seconds, args.persons, workdir))
+            for round_ in range(args.repeat):
+                for name, extra in variants.items():
+                    sub = workdir / f"{name}-{round_}"
+                    sub.mkdir()
+                    latencies = run(base, args.rate, args.seconds, args.persons, sub, extra)
+                    if not latencies:
+                        raise SystemExit(f"{name}: no messages")
+                    q = quantiles(latencies)
+                    results[name].append(q)
+                    print(
+                        f"{name} round {round_}: {len(latencies)} messages at {args.rate:g} events/s for "
+                        f"{args.seconds:g} s; latency ms: p50 {q['p50']:.1f}  p99 {q['p99']:.1f}  "
+                        f"max {q['max']:.1f}  mean {q['mean']:.1f}",
+                        flush=True,
+                    )
         finally:
             if broker:
                 broker.stop()
-    if not latencies:
-        raise SystemExit("no messages")
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    print(f"{len(latencies)} messages at {args.rate:g} events/s for {args.seconds:g} s")
-    print(
-        f"latency ms: p50 {p(0.5):.1f}  p99 {p(0.99):.1f}  max {latencies[-1] * 1000:.1f}  "
-        f"mean {statistics.mean(latencies) * 1000:.1f}"
-    )
+    for name in variants:
+        if name == "now":
+            continue
+        for q in ("p50", "p99", "mean"):
+            ratios = [
+                now[q] / max(0.001, then[q]) for now, then in zip(results["now"], results[name], strict=True)
+            ]
+            print(f"{q} now/{name} per round: {', '.join(f'{r:.2f}' for r in ratios)}")
 
 
 if __name__ == "__main__":

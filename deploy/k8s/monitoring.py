@@ -446,6 +446,7 @@ def panels() -> list[dict]:
             "Trigger persons with a pending send or timer", [("sum(tagstream_trigger_due_persons)", "due")]
         ),
         _panel("Trigger time per decision", _quantiles("tagstream_trigger_decision_seconds"), "s"),
+        _panel("Trigger inputs per batch", _quantiles("tagstream_trigger_batch_inputs")),
     ]
     segmenter = [
         _panel(

@@ -13,13 +13,17 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import faust
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+from faust.streams import _current_event
+from faust.types import EventT
 from mode.utils.times import want_seconds
 
 from services.common.faust_commits import fix_gap_commits, track_confirmed_commits
@@ -61,6 +65,20 @@ def faust_app(
         **faust_broker_kwargs(s),  # Kafka SASL/TLS (services/common/security.py)
         **extra,
     )
+
+
+@contextmanager
+def current_event(event: EventT) -> Iterator[None]:
+    """Make ``event`` faust's current event while the block runs.
+
+    A faust table write goes to the changelog partition of the current event, which faust sets
+    only for a stream iterated one event at a time; ``stream.take_events`` fills its batch in
+    another task, so a write after it names the input it belongs to with this."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def changelog_topics(app: faust.App) -> list[NewTopic]:

@@ -8,6 +8,12 @@ A merge hand-over is sent to ``trigger.merges`` keyed by person id with faust's 
 which is the enricher's for ``enriched`` (murmur2), so it reaches the partition that owns that
 person's state (docs/campaigns.md, "Merges").
 
+Inputs are handled in batches (``TAGSTREAM_TRIGGER_BATCH_MAX`` inputs, or what came within
+``TAGSTREAM_TRIGGER_BATCH_WITHIN_S``): each input is decided in order against the tables plus the
+batch's own decisions not yet written (``batch.py``), then all outputs are sent, their acks
+awaited once, and only then the states written. Faust acks the batch's events after that, so an
+offset is never committed past an input whose messages are not acknowledged.
+
 Faust tables can only be written while an input event is processed (the changelog partition is
 the event's partition), so time reaches the agent as messages: the ``wake`` timer sends a tick
 to ``trigger.ticks`` partition p when a person of p is due (from the in-memory :class:`DueIndex`)
@@ -28,9 +34,10 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.types import EventT
 
 from services.common.clock import Clock
-from services.common.faust_service import RAW, faust_app
+from services.common.faust_service import RAW, current_event, faust_app
 from services.common.logs import get_logger
 from services.common.serde import Serde
 from services.common.steps import SourcePosition
@@ -46,6 +53,7 @@ from services.common.topics import (
     topic_name,
 )
 from services.trigger import metrics
+from services.trigger.batch import Batch
 from services.trigger.core import Context
 from services.trigger.definitions import CampaignSet, reload_campaigns
 from services.trigger.due import DueIndex
@@ -117,20 +125,25 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
     kill_after = s.trigger_test_kill_after_message
     in_flight: dict[int, float] = {}  # partition -> when its tick was sent (monotonic)
 
-    async def perform(outcome: Outcome, partition: int) -> None:
+    async def perform(batch: Batch[EventT]) -> None:
         # Outputs acknowledged first, then state: a state that knows a message implies the message
-        # is on its topic. A crash in between leaves a message the state does not know; the
-        # replay recognises it by the read-back of the partition's outbound tails (rebuild).
-        acks = [await outputs[x.output].send(key=x.key, value=x.value) for x in outcome.sends]
+        # is on its topic. A crash in between leaves messages the states do not know; the replay
+        # recognises them by the read-back of the partition's outbound tails (rebuild). Every send
+        # of the batch is handed to the producer before the first ack is awaited: one round trip
+        # per batch, not per input.
+        acks = [await outputs[x.output].send(key=x.key, value=x.value) for x in batch.sends]
         for ack in acks:
             await ack
-        if kill_after and any(x.message_id == kill_after for x in outcome.sends):
+        if kill_after and any(x.message_id == kill_after for x in batch.sends):
             log.warning("test hook: SIGKILL after the message, before the state")
             os.kill(os.getpid(), signal.SIGKILL)
-        for table, key, value in outcome.writes:
-            tables[table][key] = value
-        for person, due in outcome.due.items():
-            index.set(partition, person, due)
+        for event, table, key, value in batch.writes():
+            with current_event(event):  # faust writes the changelog partition of the current event
+                tables[table][key] = value
+        for event, person, due in batch.due():
+            index.set(event.message.partition, person, due)
+        if batch.inputs:
+            metrics.BATCH_INPUTS.observe(batch.inputs)
 
     async def rebuild(partition: int) -> None:
         produced = await asyncio.to_thread(
@@ -147,23 +160,28 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
             extra={"partition": partition, "due": index.pending(), "read_back": len(produced or ())},
         )
 
-    async def on_tick(source: SourcePosition) -> None:
+    async def on_tick(event: EventT, source: SourcePosition) -> None:
+        """Due persons and due broadcasts of the tick's partition: one batch, performed at once."""
         p, kind = source.partition, tick_kind(source.value)
         in_flight.pop(p, None)
         metrics.TICKS.labels(kind).inc()
         now = clock.now()
+        batch: Batch[EventT] = Batch(tables)
         for person in index.take_due(p, clock.now_ms()):
-            await perform(stages.tick_person(person, persons, states, source, now), p)
+            batch.add(event, stages.tick_person(person, batch.persons, batch.states, source, now))
         done = index.broadcasts_done.setdefault(p, set())
+        went: dict[str, int] = {}  # occurrence key -> audience
         for campaign_id, key in stages.due_broadcasts(done, clock.now_ms()):
             audience = [e["person"] for _, e in persons.items() if e and e.get("partition") == p]
             for person in audience:
-                await perform(stages.broadcast_person(campaign_id, person, persons, states, source, now), p)
-            done.add(key)
-            broadcasts[f"p{p}"] = sorted(done)
-            log.info(
-                "broadcast sent", extra={"campaign": campaign_id, "partition": p, "audience": len(audience)}
-            )
+                sent = stages.broadcast_person(campaign_id, person, batch.persons, batch.states, source, now)
+                batch.add(event, sent)
+            went[key] = len(audience)
+            batch.add(event, Outcome(writes=[("broadcasts", f"p{p}", sorted(done | went.keys()))]))
+        await perform(batch)
+        done.update(went)
+        for key, audience in went.items():
+            log.info("broadcast sent", extra={"campaign": key, "partition": p, "audience": audience})
 
     def revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         # Forget at once: if the partition comes back, another owner may have changed it meanwhile.
@@ -174,23 +192,35 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
 
     app.on_partitions_revoked.connect(revoked)
 
+    def decide_one(source: SourcePosition, batch: Batch[EventT]) -> Outcome:
+        """One input against the tables as the batch so far left them."""
+        persons, states, now = batch.persons, batch.states, clock.now()
+        if source.topic == names[PROFILES.name]:
+            return stages.profile(persons, states, source, now)
+        if source.topic == names[SEGMENT_MEMBERSHIP.name]:
+            return stages.segment(persons, states, source, now)
+        if source.topic == names[ENRICHED.name]:
+            return stages.enriched(persons, states, source, now)
+        return stages.handover(persons, states, source, now)  # trigger.merges
+
     @app.agent(inputs)
     async def decide(stream: Any) -> None:
-        async for event in stream.events():
-            m = event.message
-            source = SourcePosition(m.topic, m.partition, m.offset, event.key, event.value)
-            if m.partition not in index.built:  # first input of a partition since its assignment
-                await rebuild(m.partition)
-            if m.topic == names[PROFILES.name]:
-                await perform(stages.profile(persons, states, source, clock.now()), m.partition)
-            elif m.topic == names[SEGMENT_MEMBERSHIP.name]:
-                await perform(stages.segment(persons, states, source, clock.now()), m.partition)
-            elif m.topic == names[ENRICHED.name]:
-                await perform(stages.enriched(persons, states, source, clock.now()), m.partition)
-            elif m.topic == names[TRIGGER_MERGES.name]:
-                await perform(stages.handover(persons, states, source, clock.now()), m.partition)
-            else:
-                await on_tick(source)
+        # faust acks a batch's events (so may commit their offsets) only when this loop asks for
+        # the next batch: after their outputs are acknowledged and their states written.
+        async for events in stream.take_events(s.trigger_batch_max, s.trigger_batch_within_s):
+            batch: Batch[EventT] = Batch(tables)
+            for event in events:
+                m = event.message
+                source = SourcePosition(m.topic, m.partition, m.offset, event.key, event.value)
+                if m.partition not in index.built:  # first input of a partition since its assignment
+                    await rebuild(m.partition)  # (none of the batch so far is of this partition)
+                if m.topic == names[TRIGGER_TICKS.name]:
+                    await perform(batch)  # a tick reads the due index: the batch so far goes first
+                    batch = Batch(tables)
+                    await on_tick(event, source)
+                else:
+                    batch.add(event, decide_one(source, batch))
+            await perform(batch)
 
     @app.timer(interval=s.trigger_tick_seconds)
     async def wake() -> None:

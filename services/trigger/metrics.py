@@ -60,6 +60,11 @@ DECISION_SECONDS = Histogram(
     "Time for one decision (state in, core, encode).",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+BATCH_INPUTS = Histogram(
+    "tagstream_trigger_batch_inputs",
+    "Inputs decided per batch (their outputs acknowledged together, then their states written).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
 
 
 def count(actions: Iterable[Action]) -> None:

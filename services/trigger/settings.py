@@ -44,6 +44,18 @@ class TriggerSettings(Settings):
         description="Records read back from the end of each outbound partition when a partition is "
         "taken over, so a replay does not produce a message its previous owner already produced.",
     )
+    trigger_batch_max: int = Field(
+        default=100,
+        ge=1,
+        description="Inputs decided together: their messages are acknowledged with one round trip, "
+        "then their states written; 1: one input at a time.",
+    )
+    trigger_batch_within_s: float = Field(
+        default=0.01,
+        gt=0,
+        description="How long a batch waits for more inputs before it is decided (adds up to this "
+        "much latency when the trigger keeps up).",
+    )
     trigger_test_kill_after_message: str | None = Field(
         default=None,
         description="TEST ONLY: SIGKILL the process after this message id is acknowledged and before "

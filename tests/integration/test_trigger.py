@@ -53,6 +53,13 @@ campaigns:
     channels: {order: [email]}
     templates:
       email: {subject: "You are a VIP now", text: "Thanks"}
+  - id: promo
+    trigger: {kind: event, name: promo_click}
+    caps: [{max: 1, window: 1h}]
+    reentry: {mode: always}
+    channels: {order: [email]}
+    templates:
+      email: {subject: "Today only", text: "x"}
   - id: broken
     trigger: {kind: event, name: broken_template}
     channels: {order: [email]}
@@ -82,11 +89,14 @@ class Pipeline:
         self.receipts: list[dict[str, Any]] = []
         self.dead: list[dict[str, Any]] = []
 
-    def _send(self, spec: Any, key: str, record_type: str, record: dict[str, Any]) -> None:
+    def _send(
+        self, spec: Any, key: str, record_type: str, record: dict[str, Any], flush: bool = True
+    ) -> None:
         self.producer.produce(
             topic_name(spec, self.settings), key=key.encode(), value=self.serde.encode(record_type, record)
         )
-        self.producer.flush(30)
+        if flush:
+            self.producer.flush(30)
 
     def profile(self, person: str, **fields: Any) -> None:
         attrs = [
@@ -96,7 +106,7 @@ class Pipeline:
         record = {"person_id": person, "updated_time": T0, "attributes": attrs, **fields}
         self._send(PROFILES, person, "profile", record)
 
-    def event(self, person: str, mid: str, name: str, t: int = T0, **props: Any) -> None:
+    def event(self, person: str, mid: str, name: str, t: int = T0, flush: bool = True, **props: Any) -> None:
         original = self.serde.encode("event", event(mid, t, "custom", name, props, external_user_id=person))
         envelope = {
             "message_id": mid,
@@ -108,7 +118,13 @@ class Pipeline:
             "original": original,
             "details": {"name": name},
         }
-        self._send(ENRICHED, person, "enriched_event", envelope)
+        self._send(ENRICHED, person, "enriched_event", envelope, flush)
+
+    def burst(self, person: str, name: str, ids: list[str]) -> None:
+        """Events of one person produced at once (one flush): the trigger reads them in one fetch."""
+        for mid in ids:
+            self.event(person, mid, name, flush=False)
+        self.producer.flush(30)
 
     def merge(self, survivor: str, mid: str, merged: str, t: int = T0) -> None:
         """The enricher's `merge` envelope: ``merged`` was merged into ``survivor`` (keyed survivor)."""
@@ -306,6 +322,30 @@ def test_bad_template_variable_is_a_dead_letter(trigger: ServiceProcess, pipelin
     assert "broken" in letter["message"] and "nickname" in letter["message"]
     pipeline.wait(lambda: pipeline.emails("welcome"), "the next event still sends")
     assert pipeline.emails("broken") == []
+
+
+def test_a_burst_of_one_persons_events_obeys_the_frequency_cap(
+    settings: Settings, pipeline: Pipeline, tmp_path: Path, clock: Path
+):
+    """Ten qualifying events of one person produced at once are decided in batches, before any of
+    their states is written: the campaign's cap of one per hour still lets one message through."""
+    service = trigger_process(settings, tmp_path, clock, "burst.log", TAGSTREAM_TRIGGER_BATCH_WITHIN_S="1")
+    try:
+        service.start()
+        known_person(pipeline, service, "p-burst", 1, **ANN)
+        pipeline.burst("p-burst", "promo_click", [f"ev-promo-{n}" for n in range(10)])
+        capped = 'tagstream_trigger_skipped_total{campaign="promo",reason="frequency_cap"}'
+        sent = 'tagstream_trigger_messages_total{campaign="promo",channel="email"}'
+        wait_until(lambda: metric(service, capped) + metric(service, sent) >= 10, what="ten events decided")
+        assert (metric(service, sent), metric(service, capped)) == (1, 9)
+        batches = metric(service, "tagstream_trigger_batch_inputs_count")
+        singles = metric(service, 'tagstream_trigger_batch_inputs_bucket{le="1.0"}')
+        assert batches - singles >= 1, "no batch held more than one input: the test proves nothing"
+        pipeline.wait(lambda: pipeline.emails("promo"), "the one promo email")
+    finally:
+        service.terminate()
+    pipeline.poll()
+    assert [m["trigger_event_id"] for m in pipeline.emails("promo")] == ["ev-promo-0"]
 
 
 def test_sigkill_with_a_pending_delayed_send_sends_exactly_once(
