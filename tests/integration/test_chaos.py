@@ -33,7 +33,9 @@ SEGMENTER_MERGES = (
 ENRICHER_LOST = (
     "found 2026-12-01 (1 run in 6): 2 of 1153 valid records missing end to end (gen-11-00000163, "
     "gen-11-00000537), not on enriched (or parked under an id-less dead letter, which the check "
-    "could not tell apart then); not explained yet (docs/design.md, Fault tests item 7)"
+    "could not tell apart then); likely cause: faust dropping records queued at the end of a "
+    "rebalance, fixed by faust_resume.py since (docs/design.md, Fault tests item 7); a plain "
+    "assertion again after more green runs with the fix"
 )
 
 
