@@ -45,14 +45,19 @@ async def _seek_then_resume(self: Any, assignment: set[Any]) -> None:
         await self._wait(consumer.perform_seek(), timeout=app.conf.broker_request_timeout)
     self.completed.set()
     _resume_keeping_queues(app.flow_control)
+    # The tables' changelog queue is managed by the same flow control: empty it as faust does.
+    # Changelog events fetched after the changelog read ended are not for the tables any more (the
+    # read stopped at the highwaters); kept, they went to the tables late (the first version of
+    # this patch kept them, and restarted services then stalled now and then; docs/design.md).
+    self.tables.changelog_queue.clear()
     consumer.resume_flow()
     await cast(Any, app)._fetcher.maybe_start()  # make sure the fetcher is running
 
 
 def _resume_keeping_queues(flow_control: Any) -> None:
-    """``FlowControlEvent.resume()`` without its ``clear()``: what the queues hold now was read
-    for the new assignment (the revocation emptied them, and the stream partitions stayed paused
-    until just before the seek)."""
+    """``FlowControlEvent.resume()`` without its ``clear()``: what the stream queues hold now was
+    read for the new assignment (the revocation emptied them, and the stream partitions stayed
+    paused until just before the seek)."""
     flow_control._suspend.clear()
     flow_control._resume.set()
 

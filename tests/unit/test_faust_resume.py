@@ -65,6 +65,10 @@ class FakeRecovery:
                 outer.lost += outer.queue  # counted as read by faust: never read again
                 outer.queue.clear()
 
+        class ChangelogQueue:
+            def clear(self) -> None:
+                calls.append("empty changelog queue")
+
         class Signal:
             async def send(self) -> None:
                 pass
@@ -90,6 +94,7 @@ class FakeRecovery:
             "Tables",
             (),
             {
+                "changelog_queue": ChangelogQueue(),
                 "on_actives_ready": calls("actives"),
                 "on_standbys_ready": calls("standbys"),
                 "values": lambda self: [],
@@ -127,3 +132,4 @@ def test_records_read_after_a_rebalance_are_not_emptied_away(method: str):
     flow = recovery.app.flow_control
     assert flow._resume.is_set() and not flow._suspend.is_set() and "resume_flow" in recovery.calls
     assert recovery.completed.is_set() and "rebalance end" in recovery.calls
+    assert "empty changelog queue" in recovery.calls  # as faust does: only the stream queues are kept
