@@ -114,7 +114,7 @@ class Plan:
 SHORT = Plan(
     persons=25,
     load_s=60.0,
-    kills={"ingest": 1, "enricher": 1},
+    kills={"ingest": 1, "enricher": 1, "trigger": 2},
     broker_restarts=0,
     clickhouse_outages=1,
     drain_timeout_s=150.0,

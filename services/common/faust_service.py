@@ -28,6 +28,7 @@ from mode.utils.times import want_seconds
 
 from services.common.faust_commits import fix_gap_commits, track_confirmed_commits
 from services.common.faust_read import read_committed
+from services.common.faust_resume import fix_stream_resume
 from services.common.kafka import make_admin
 from services.common.logs import configure_logging, get_logger
 from services.common.runtime import HealthServer
@@ -42,10 +43,12 @@ def faust_app(
 ) -> faust.App:
     """A faust app with raw values, RocksDB tables in ``state_dir`` and acks from every replica;
     offsets committed past transaction markers at once and confirmed commits tracked
-    (``faust_commits.py``), committed records read only (``faust_read.py``)."""
+    (``faust_commits.py``), committed records read only (``faust_read.py``), no record lost when
+    a rebalance resumes the streams (``faust_resume.py``)."""
     fix_gap_commits()
     track_confirmed_commits()
     read_committed()
+    fix_stream_resume()
     state_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id,
