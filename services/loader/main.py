@@ -19,9 +19,10 @@ One batch = a contiguous offset range of one partition, flushed every
 
 Consuming and buffering run on the main thread, the steps up to the dead letters on a writer
 thread (one round of due batches at a time, so inserts overlap the consuming of what follows),
-and the commit back on the main thread once the round is written.
+and the commit back on the main thread once the round is written (while the writer starts on
+the next round: a partition has at most two uncommitted intents).
 
-A crash anywhere before the commit replays the range; the intent log cuts the replayed batch at
+A crash anywhere before the commit replays the range; the intent log cuts the replayed batches at
 the same offsets, so its inserts carry the same tokens and ClickHouse drops what it already has
 (conversion is deterministic, so each table gets the same offsets again; tokens are remembered
 per table, so one token in several tables is fine).
