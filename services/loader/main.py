@@ -61,7 +61,7 @@ from services.loader.faults import with_outage
 from services.loader.native import NATIVE_SQL
 from services.loader.rows import COLUMNS, ConversionError, FanOutRoute, Route
 from services.loader.settings import LoaderSettings
-from services.loader.sink import ClickHouseSink, Pending, SinkUnavailable
+from services.loader.sink import ClickHouseSink, Pending, SinkUnavailable, replay_cuts
 
 log = get_logger("tagstream.loader")
 # An envelope left to the fast path: (original bytes at the envelope's offset, person, original's
@@ -130,6 +130,9 @@ class Loader:
         self._checked: set[tuple[str, int]] = set()  # partitions whose replay boundary is known
         # Found, not yet applied to a buffer: a crashed run's cuts from the first offset on.
         self._boundaries: dict[tuple[str, int], list[int]] = {}
+        # Read at assignment: (start offset, recorded intents from there), so a partition's first
+        # records need no query of their own (one query per rebalance, outside the consume loop).
+        self._prefetched: dict[tuple[str, int], tuple[int, list[tuple[int, int]]]] = {}
         self.copies = CopyFilter(settings.loader_copy_window, self._read_before)
         self.profiles_topic = topic_name(PROFILES, settings)
         self._reader: Consumer | None = None  # reads back a partition's recent records (copies)
@@ -222,8 +225,17 @@ class Loader:
         a ClickHouse outage (a batch cut before its boundary is known would get another token)."""
         firsts: dict[tuple[str, int], int] = {}
         for topic, partition, first in starts:
-            if (topic, partition) not in self._checked:
-                firsts.setdefault((topic, partition), first)  # a partition's earliest run
+            tp = (topic, partition)
+            if tp in self._checked or tp in firsts:
+                continue  # known, or a later run of a partition seen earlier in this consume
+            prefetched = self._prefetched.pop(tp, None)
+            if prefetched is not None and first >= prefetched[0]:  # intents from `first` on are in it
+                cuts = replay_cuts(prefetched[1], first)
+                if cuts:
+                    self._boundaries[tp] = cuts
+                self._checked.add(tp)
+            else:
+                firsts[tp] = first
         if not firsts:
             return
         while True:
@@ -251,11 +263,34 @@ class Loader:
             log.info("replaying batches", extra={"topic": topic, "partition": partition, "lasts": boundaries})
             self.batcher.set_boundaries(topic, partition, boundaries)
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         self._checked.difference_update(tps)
         for tp in tps:
             self._boundaries.pop(tp, None)
+            self._prefetched.pop(tp, None)
+        self._prefetch_intents(consumer, partitions)
+
+    def _prefetch_intents(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The intents of all newly assigned partitions from where each will be read (committed
+        offset, else the log start), in one query; a partition whose first record is not covered
+        (this failed, or the log start moved) is looked up when its records come."""
+        if not partitions:
+            return
+        try:
+            starts = []
+            for tp in consumer.committed(partitions, timeout=10.0):
+                offset = tp.offset
+                if offset < 0:  # nothing committed: reading starts at the log start
+                    offset, _high = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+                starts.append((tp.topic, tp.partition, offset))
+            intents = self.sink.pending_intents(starts)
+        except (KafkaException, SinkUnavailable) as exc:
+            # e.g. a topic created moments ago whose partitions have no leader yet
+            log.info("replay boundaries not prefetched", extra={"error": str(exc)})
+            return
+        for topic, partition, start in starts:
+            self._prefetched[(topic, partition)] = (start, intents[(topic, partition)])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The round in flight commits while we still own its partitions; uncommitted buffers are
@@ -264,6 +299,8 @@ class Loader:
         tps = [(p.topic, p.partition) for p in partitions]
         self.batcher.drop(tps)
         self._checked.difference_update(tps)
+        for tp in tps:
+            self._prefetched.pop(tp, None)
         self.copies.forget(tps)
 
     def close(self) -> None:

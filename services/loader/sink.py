@@ -57,6 +57,22 @@ def clickhouse_reason(exc: Exception) -> str:
     return text[:500]
 
 
+def replay_cuts(intents: Sequence[tuple[int, int]], first: int) -> list[int]:
+    """The last offsets a crashed run cut a partition at, from its first consumed offset on: the
+    intent starting exactly there, then each intent starting after the previous one's last (a
+    crash while a round committed leaves the next round's intent too). Intents beyond the
+    committed offset are one run's consecutive batches (offsets between two may be transaction
+    markers, so "next" is the next first offset). ``intents``: (first, last) in order of first."""
+    ranges = [r for r in intents if r[0] >= first]
+    if not ranges or ranges[0][0] != first:  # no batch started exactly here
+        return []
+    cuts = [ranges[0][1]]
+    for start, last in ranges[1:]:
+        if start > cuts[-1]:
+            cuts.append(last)
+    return cuts
+
+
 class ClickHouseSink:
     def __init__(self, client: Client, lock: threading.Lock | None = None) -> None:
         self.client = client
@@ -71,13 +87,21 @@ class ClickHouseSink:
         return chain[0] if chain else None
 
     def pending_boundaries(self, starts: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int], list[int]]:
-        """Where a crashed run cut each partition from its first offset on: the last offsets of its
-        batches in order — the intent starting at the first offset, then each intent starting
-        after the previous one's last (a crash while a round committed leaves the next round's
-        intent too). One query for several (topic, partition, first offset): a loader assigned
-        many partitions looks them all up as it starts."""
+        """Where a crashed run cut each partition from its first offset on (:func:`replay_cuts`),
+        for several (topic, partition, first offset) in one query: a loader assigned many
+        partitions looks them all up as it starts."""
+        intents = self.pending_intents(starts)
+        found = {(t, p): replay_cuts(intents[(t, p)], first) for t, p, first in starts}
+        return {tp: cuts for tp, cuts in found.items() if cuts}
+
+    def pending_intents(
+        self, starts: Sequence[tuple[str, int, int]]
+    ) -> dict[tuple[str, int], list[tuple[int, int]]]:
+        """The recorded (first, last) ranges of each (topic, partition) starting at or after its
+        offset, in order (an empty list where there are none)."""
+        intents: dict[tuple[str, int], list[tuple[int, int]]] = {(t, p): [] for t, p, _ in starts}
         if not starts:
-            return {}
+            return intents
         where = " OR ".join(
             f"(topic = {{t{i}:String}} AND partition = {{p{i}:UInt16}} AND first_offset >= {{f{i}:UInt64}})"
             for i in range(len(starts))
@@ -95,22 +119,9 @@ class ClickHouseSink:
                 ).result_rows
             except OperationalError as exc:
                 raise SinkUnavailable(clickhouse_reason(exc)) from exc
-        intents: dict[tuple[str, int], list[tuple[int, int]]] = {}
         for topic, partition, first, last in result:
-            intents.setdefault((topic, int(partition)), []).append((int(first), int(last)))
-        chains: dict[tuple[str, int], list[int]] = {}
-        for topic, partition, start in starts:
-            ranges = intents.get((topic, partition), [])
-            if not ranges or ranges[0][0] != start:  # no batch started exactly here
-                continue
-            # Intents beyond the committed offset are one run's consecutive batches (offsets
-            # between two may be transaction markers, so "next" is the next first offset).
-            chain = [ranges[0][1]]
-            for first, last in ranges[1:]:
-                if first > chain[-1]:
-                    chain.append(last)
-            chains[(topic, partition)] = chain
-        return chains
+            intents[(topic, int(partition))].append((int(first), int(last)))
+        return intents
 
     def record_intent(self, topic: str, partition: int, first: int, last: int) -> None:
         self.record_intents([(topic, partition, first, last)])
