@@ -122,3 +122,15 @@ def profiles_after(profiles: dict[str, dict[str, Any]], facts: list[Fact]) -> li
             profile.seen(p, f.time_ms)
             changed.add(f.person_id)
     return [profile.to_record(profiles[person], person) for person in sorted(changed)]
+
+
+def profiles_merged(profiles: dict[str, dict[str, Any]], merged: str, survivor: str) -> list[dict[str, Any]]:
+    """The enricher's profiles after ``merged`` is merged into ``survivor`` (its person stage:
+    the survivor's profile absorbs the other's, latest wins; the other is marked merged)."""
+    if merged not in profiles:
+        return []
+    other = profiles[merged]
+    mine = profiles.setdefault(survivor, profile.empty())
+    profile.merge(mine, other)
+    other["merged_into"] = survivor
+    return [profile.to_record(other, merged), profile.to_record(mine, survivor)]

@@ -464,6 +464,7 @@ def panels() -> list[dict]:
                 ("sum(rate(segmenter_evaluations_total[5m]))", "evaluations"),
                 ("sum(rate(segmenter_timers_fired_total[5m]))", "timers fired"),
                 ("sum by (source) (rate(segmenter_seeds_total[5m]))", "seeded from {{source}}"),
+                ("sum by (step) (rate(segmenter_handovers_total[5m]))", "merge hand-over {{step}}"),
             ],
             "ops",
         ),

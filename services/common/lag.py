@@ -70,7 +70,7 @@ def _readable(reader: Consumer, gaps: dict[tuple[str, int], tuple[int, int]]) ->
                 continue
             if message.error() is not None or message.offset() >= gaps[key][1]:  # end of partition
                 open_.discard(key)
-            else:
+            elif message.value():  # empty records are a timer's ticks (segmenter.merges has them)
                 counts[key] += 1
         return counts
     finally:

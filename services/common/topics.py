@@ -62,6 +62,10 @@ SEGMENT_MEMBERSHIP = TopicSpec("segment-membership", "segment_membership")
 # Segmenter internal: one empty tick per owned partition per second, so timers run in the context of
 # their partition (table writes need it). Same partition count as `enriched`; an hour is plenty.
 SEGMENTER_TICKS = TopicSpec("segmenter.ticks", None, partitions=ENRICHED.partitions, retention_ms=3600 * 1000)
+# Segmenter internal: merge hand-overs between partitions, keyed by person id (value: JSON), so a
+# message lands on the partition that owns that person's state (docs/segments.md, "Merges"), and
+# an empty record per owned partition per tick. A day: a hand-over is read within seconds.
+SEGMENTER_MERGES = TopicSpec("segmenter.merges", None, partitions=ENRICHED.partitions, retention_ms=DAY_MS)
 
 # Trigger output: rendered messages for senders, one topic per channel.
 OUTBOUND_TOPICS: tuple[TopicSpec, ...] = tuple(
@@ -97,6 +101,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     PROFILES,
     SEGMENT_MEMBERSHIP,
     SEGMENTER_TICKS,
+    SEGMENTER_MERGES,
     TRIGGER_TICKS,
     TRIGGER_MERGES,
     *OUTBOUND_TOPICS,

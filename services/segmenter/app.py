@@ -1,12 +1,16 @@
-"""The faust app: one agent over `enriched` and `segmenter.ticks`, one table, two timers.
+"""The faust app: one agent over `enriched`, `segmenter.ticks` and `segmenter.merges`, one table,
+two timers.
 
     enriched (6 partitions, key person id) ─┐
     segmenter.ticks (6, one tick per owned ├─ segment (table `persons`) ─→ segment-membership
-       partition per tick interval)        ─┘                            └→ dead-letters
+       partition per tick interval)        │                            ├→ dead-letters
+    segmenter.merges (6, key person id)    ─┘                            └→ segmenter.merges
 
-Both inputs have the same partition count, so faust assigns partition p of each (and of the
+The inputs have the same partition count, so faust assigns partition p of each (and of the
 table's changelog) to the same worker: a tick on partition p advances the engine of partition p,
-and its table writes land in changelog partition p. Faust's own timers cannot write tables (no
+and its table writes land in changelog partition p. A merge hand-over is sent keyed by person id
+with faust's partitioner, which is the enricher's for `enriched` (murmur2), so it reaches the
+partition that owns that person (docs/segments.md, "Merges"). Faust's own timers cannot write tables (no
 partition context), hence the tick topic. Values are raw bytes; ``stream.py`` decodes and encodes.
 """
 
@@ -22,7 +26,14 @@ from services.common.clock import Clock
 from services.common.faust_service import RAW, faust_app
 from services.common.serde import Serde
 from services.common.steps import SourcePosition
-from services.common.topics import DEAD_LETTERS, ENRICHED, SEGMENT_MEMBERSHIP, SEGMENTER_TICKS, topic_name
+from services.common.topics import (
+    DEAD_LETTERS,
+    ENRICHED,
+    SEGMENT_MEMBERSHIP,
+    SEGMENTER_MERGES,
+    SEGMENTER_TICKS,
+    topic_name,
+)
 from services.segmenter.seed import seeder
 from services.segmenter.settings import SegmenterSettings
 from services.segmenter.stream import Outcome, Segmenter
@@ -41,11 +52,13 @@ def build_app(s: SegmenterSettings, on_ready: Callable[[], None] = lambda: None)
     )
     enriched_name = topic_name(ENRICHED, s)
     ticks_name = topic_name(SEGMENTER_TICKS, s)
-    source = app.topic(enriched_name, ticks_name, **RAW)
+    merges_name = topic_name(SEGMENTER_MERGES, s)
+    source = app.topic(enriched_name, ticks_name, merges_name, **RAW)
     ticks = app.topic(ticks_name, partitions=SEGMENTER_TICKS.partitions, **RAW)
     outputs = {
         "segment-membership": app.topic(topic_name(SEGMENT_MEMBERSHIP, s), **RAW),
         "dead-letters": app.topic(topic_name(DEAD_LETTERS, s), **RAW),
+        "segmenter.merges": app.topic(merges_name, partitions=SEGMENTER_MERGES.partitions, **RAW),
     }
     persons = app.Table("persons", partitions=ENRICHED.partitions, default=None)  # json in the changelog
     connect = (lambda: client_for(s)) if s.clickhouse_url else None
@@ -75,6 +88,9 @@ def build_app(s: SegmenterSettings, on_ready: Callable[[], None] = lambda: None)
             m = event.message
             if m.topic == ticks_name:
                 await perform(core.tick(persons, m.partition))
+            elif m.topic == merges_name:
+                position = SourcePosition(m.topic, m.partition, m.offset, event.key, event.value)
+                await perform(core.handover(persons, position))
             else:
                 await perform(
                     core.record(
@@ -87,6 +103,10 @@ def build_app(s: SegmenterSettings, on_ready: Callable[[], None] = lambda: None)
         for tp in app.consumer.assignment():
             if tp.topic == enriched_name:
                 await ticks.send(value=b"", partition=tp.partition)
+                # An empty record on segmenter.merges too, so every partition of it is read and
+                # committed from the start: after a rebalance, hand-overs sent to a partition
+                # that had never been committed were not read (the oracle's two-instance run).
+                await outputs["segmenter.merges"].send(value=b"", partition=tp.partition)
 
     @app.timer(interval=s.segmenter_reload_seconds)
     async def reload_definitions() -> None:

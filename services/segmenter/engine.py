@@ -83,6 +83,35 @@ class Engine:
         changes += self._evaluate(person, touched, now_ms, reason)
         return changes
 
+    def absorb(self, person: str, other: PersonState, now_ms: int, reason: str = "merge") -> list[Change]:
+        """Fold a merged-away person's state into ``person`` and re-evaluate every segment for it
+        (merges are rare; the folded state can touch anything). The folded series are pruned to
+        their retention as ``apply`` would, so the state stays bounded."""
+        now_ms = max(now_ms, self.clock_ms)
+        changes = self.advance(now_ms)
+        state = self.states.get(person, PersonState()).merged(other)
+        for key in other.series:  # new objects (``merged``); this person's own are pruned already
+            if key in self.index.retention:
+                state.series[key].prune(now_ms - self.index.retention[key])
+        self.states[person] = state
+        changes += self._evaluate(person, set(self.index.segments), now_ms, reason)
+        return changes
+
+    def remove(
+        self, person: str, now_ms: int, reason: str = "merge"
+    ) -> tuple[list[Change], PersonState | None]:
+        """Forget a person merged into another: timers due up to ``now_ms`` fire first (an exit
+        keeps its window's time), then every remaining membership exits at ``now_ms``. Returns
+        the changes and the person's state (None if never seen), to hand over to the survivor."""
+        now_ms = max(now_ms, self.clock_ms)
+        changes = self.advance(now_ms)
+        state = self.states.pop(person, None)
+        left = self.members.pop(person, set())
+        for key in [key for key in self._due if key[0] == person]:
+            del self._due[key]  # its heap entries are skipped when they surface
+        changes += [Change(person, s, "exited", now_ms, reason) for s in sorted(left)]
+        return changes, state
+
     def advance(self, now_ms: int) -> list[Change]:
         """Fire every timer due at or before ``now_ms``, each evaluated at its own due time."""
         self.clock_ms = max(self.clock_ms, now_ms)

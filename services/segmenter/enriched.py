@@ -13,7 +13,8 @@ caller and passed in as ``record``:
     geofence_entered/exited/  location fact: name = enter/exit/dwell, region = details.region_id
       dwelled
     session_start             session fact: name = started
-    anything else             none (session_end, merge, absorb: the person is still known)
+    anything else             none (session_end: the person is still known; a merge is
+                              handed over by stream.py, docs/segments.md "Merges")
 
 A device-reported enter/exit/dwell ``location`` record gives no fact of its own: the enricher
 passes it on as a ``geofence_*`` envelope with the normalised region id (iBeacons by catalogue

@@ -85,8 +85,13 @@ class Measure:
 def measure(series: Series, within_ms: int | None, now_ms: int) -> Measure:
     """Aggregates over entries with time <= now (and >= now - within, when windowed)."""
     hi = bisect_right(series.times, now_ms)
-    first = series.old_first if series.old_first is not None else (series.times[0] if hi else None)
-    last = series.times[hi - 1] if hi else series.old_last
+    # min/max rather than "aggregates are older": a merged series (facts.Series.merged) can hold
+    # another person's aggregates pruned at a later clock than its own listed entries.
+    first, last = series.old_first, series.old_last
+    if hi and (first is None or series.times[0] < first):
+        first = series.times[0]
+    if hi and (last is None or series.times[hi - 1] > last):
+        last = series.times[hi - 1]
     if within_ms is None:
         return Measure(series.old_count + hi, series.old_sum + sum(series.values[:hi]), first, last)
     lo = bisect_left(series.times, now_ms - within_ms)

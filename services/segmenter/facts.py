@@ -84,6 +84,30 @@ class Series:
         del self.times[:cut]
         del self.values[:cut]
 
+    def merged(self, other: Series) -> Series:
+        """Both persons' matching facts as one series (a merge): entries interleaved by time,
+        all-time aggregates added. Exact whatever the two were pruned to: a window never reaches
+        back past either prune point, and the all-time measures add up."""
+        if self.values or other.values:  # a summing series: values stay parallel to times
+            mine, theirs = (
+                zip(self.times, self.values, strict=True),
+                zip(other.times, other.values, strict=True),
+            )
+            pairs = sorted([*mine, *theirs])
+            times, values = [t for t, _ in pairs], [v for _, v in pairs]
+        else:
+            times, values = sorted([*self.times, *other.times]), []
+        firsts = [t for t in (self.old_first, other.old_first) if t is not None]
+        lasts = [t for t in (self.old_last, other.old_last) if t is not None]
+        return Series(
+            times,
+            values,
+            self.old_count + other.old_count,
+            self.old_sum + other.old_sum,
+            min(firsts) if firsts else None,
+            max(lasts) if lasts else None,
+        )
+
     def to_json(self) -> list[Any]:
         return [self.times, self.values, self.old_count, self.old_sum, self.old_first, self.old_last]
 
@@ -103,6 +127,24 @@ class PersonState:
         """A copy whose containers can be changed without touching this one (series are copied lazily
         by ``evaluate.apply`` only when a fact touches them)."""
         return PersonState(dict(self.attributes), dict(self.presence), self.position, dict(self.series))
+
+    def merged(self, other: PersonState) -> PersonState:
+        """This person's state with a merged-away person's folded in (docs/segments.md, "Merges"):
+        latest wins by event time for attributes, presence and position (on equal times this
+        state's value stays), series are added up. A new state; neither input is changed."""
+        new = self.copy()
+        for name, value in other.attributes.items():
+            if name not in new.attributes or value[0] > new.attributes[name][0]:
+                new.attributes[name] = value
+        for region, value in other.presence.items():
+            if region not in new.presence or value[0] > new.presence[region][0]:
+                new.presence[region] = value
+        if other.position is not None and (new.position is None or other.position[0] > new.position[0]):
+            new.position = other.position
+        for key, series in other.series.items():
+            mine = new.series.get(key)
+            new.series[key] = series.merged(Series()) if mine is None else mine.merged(series)
+        return new
 
     def to_bytes(self) -> bytes:
         doc = {

@@ -15,6 +15,11 @@ MEMBERS = Gauge(
 RELOADS = Counter("segmenter_definition_reloads_total", "Definition files applied.")
 RELOAD_ERRORS = Counter("segmenter_definition_reload_errors_total", "Definition files refused (old kept).")
 SEEDS = Counter("segmenter_seeds_total", "Segments given initial members, by source.", ["source"])
+HANDOVERS = Counter(
+    "segmenter_handovers_total",
+    "Merge hand-over steps (docs/segments.md, Merges): request, handed_over, folded, forwarded, duplicate.",
+    ["step"],
+)
 DEAD_LETTERS = Counter("segmenter_dead_letters_total", "Records refused, by reason.", ["reason"])
 LATENCY = Histogram(
     "segmenter_record_seconds",

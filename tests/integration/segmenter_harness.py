@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aiokafka.partitioner import murmur2
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from services.common.kafka import make_consumer, make_producer, make_reader, watermarks
@@ -99,7 +100,9 @@ class Topics:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.serde = Serde()
-        self.producer = make_producer(settings)
+        # keyed by person id with murmur2, like faust's sends (the enricher writes `enriched` with
+        # faust): the segmenter routes merge hand-overs by the same partitioner
+        self.producer = make_producer(settings, partitioner="murmur2_random")
         self.reader = make_reader(settings)
         self.reader.subscribe([topic_name(t, settings) for t in (SEGMENT_MEMBERSHIP, DEAD_LETTERS)])
         self.changes: list[dict[str, Any]] = []
@@ -135,6 +138,23 @@ class Topics:
 
     def close(self) -> None:
         self.reader.close()
+
+
+def produce_keyed(settings: Settings, spec: TopicSpec, values: list[tuple[bytes, bytes]]) -> None:
+    """Write ``values`` (key, value) partitioned by murmur2 of the key, as faust (the enricher) does."""
+    producer = make_producer(settings, partitioner="murmur2_random")
+    errors: list[Any] = []
+    for key, value in values:
+        producer.produce(
+            topic_name(spec, settings), value=value, key=key, on_delivery=lambda e, _m: e and errors.append(e)
+        )
+    assert producer.flush(30) == 0
+    assert not errors
+
+
+def partition_of(person: str, partitions: int = ENRICHED.partitions) -> int:
+    """The partition faust's producer (and so the enricher) picks for a person id."""
+    return (murmur2(person.encode()) & 0x7FFFFFFF) % partitions
 
 
 def committed(settings: Settings, group: str, spec: TopicSpec) -> list[int]:

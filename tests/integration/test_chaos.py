@@ -3,17 +3,14 @@ enricher, the trigger (twice) and the loader (during a ClickHouse outage) are SI
 restarted; after the drain each check is one test. The negative control runs the same faults
 with a loader that commits before it inserts: the loss must be caught.
 
-Each service's own guarantee is asserted as is (loader, ingest, trigger, bad records, segments
-of persons never merged). Known failure, named by the bug (not weakened, so a fix shows up): the
-segmenter does not follow merges, a merged-away person stays a member (strict xfail, it happens
-on every run of this population). No service exiting on its own is asserted. End to end "none
-lost" and "no outbound message missing" are plain checks since faust_resume.py: faust dropped
-records queued at the end of a rebalance (a restart after a SIGKILL is one), which lost 2 valid
-records in one run of six and trigger messages when the trigger was SIGKILLed (docs/design.md,
-"Recovery and guarantees").
-The enricher's records "twice" under two persons after a SIGKILL (Fault tests item 1 and 7) are
-asserted as plain checks since its fixes (copies skipped, also behind the committed offset;
-identity versions kept for replays).
+Every check is a plain assertion: each service's own guarantee (loader, ingest, trigger, bad
+records) and the end-to-end ones (none lost, none twice, a message per purchase and no more,
+segment membership equal to the SQL recomputation, merged persons included). No service exiting
+on its own is asserted too. The bugs they found and their fixes: docs/design.md, "Fault tests"
+and "Recovery and guarantees" (the enricher's records twice after a SIGKILL; faust dropping
+records queued at the end of a rebalance, which lost valid records and trigger messages and
+left merged-away persons members; the segmenter not following merges: docs/segments.md,
+"Merges").
 """
 
 from __future__ import annotations
@@ -24,11 +21,6 @@ from tests import chaos
 from tests.chaos import SHORT, Report, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
-
-SEGMENTER_MERGES = (
-    "segmenter: memberships stay with a merged-away person; the SQL recomputation counts the "
-    "surviving person (docs/design.md, Fault tests)"
-)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +74,6 @@ def test_no_service_exits_on_its_own(report):
     _assert_check(report, chaos.SERVICES_UP)
 
 
-@pytest.mark.xfail(strict=True, reason=SEGMENTER_MERGES)
 def test_segment_membership_equals_recomputation(report):
     _assert_check(report, chaos.SEGMENTS_EQUAL)
 

@@ -1,5 +1,6 @@
 """The segmenter against the real broker, as a subprocess: changes from facts, exits by timer,
-SIGKILL and restart, and a definitions reload while running."""
+SIGKILL and restart, a definitions reload while running, and a merge handed over between
+partitions."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from services.common.settings import Settings
 from services.segmenter.enriched import to_ms
 from tests import segmenter_records as sr
 from tests.helpers import wait_until
-from tests.integration.segmenter_harness import SegmenterProcess, Topics
+from tests.integration.segmenter_harness import SegmenterProcess, Topics, partition_of
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +188,47 @@ def test_two_instances_share_partitions_and_one_takes_over_after_a_kill(
     finally:
         second.stop()
         first.stop()
+
+
+def test_a_merge_hands_memberships_over_between_partitions(
+    segmenter: SegmenterProcess, topics: Topics, definitions: Path
+):
+    """The enricher merges `anon` into `user` (their `enriched` partitions differ; only user's sees
+    the merge): anon's memberships end, its purchase counts for user from then on, and so does a
+    purchase of anon read after the merge. A copy of the merge sends anon's exit again and
+    changes nothing else."""
+    write_definitions(
+        definitions,
+        {"id": "buyers", "condition": {"event": "purchase"}},
+        {"id": "twice", "condition": {"event": "purchase", "at_least": 2}},
+        {"id": "thrice", "condition": {"event": "purchase", "at_least": 3}},
+        {"id": "vip", "condition": {"tag": "vip"}},
+    )
+    assert partition_of("anon") != partition_of("user")
+    segmenter.start().wait_processing()
+    t = now_ms()
+    topics.send(sr.event("anon", t, "purchase", mid="a1"), sr.event("user", t, "purchase", mid="u1"))
+    topics.send(sr.tag("user", t, "vip", mid="u2"))
+    topics.wait(lambda: len(topics.changes) >= 3, "three entered changes")
+    merge = sr.envelope("merge", "user", t + 1, None, "login", merged_from="anon")
+    topics.send(merge)
+    topics.wait(lambda: topics.seen("user", "twice", "entered"), "the survivor entering twice")
+    assert [c["reason"] for c in topics.seen("anon", "buyers", "exited")] == ["merge"]
+    assert [c["source_message_id"] for c in topics.seen("user", "twice", "entered")] == ["login"]
+    topics.send(merge)  # the enricher's copy after a crash
+    topics.send(sr.event("anon", t - 5, "purchase", mid="a0"))  # anon's partition read it late
+    topics.wait(lambda: topics.seen("user", "thrice", "entered"), "the late purchase counted for user")
+    metrics = topics.wait(
+        lambda: 'segmenter_handovers_total{step="duplicate"} 1.0' in (m := segmenter.metrics()) and m,
+        "the copy's fold dropped by the survivor",
+    )
+    assert 'segmenter_handovers_total{step="folded"} 2.0' in metrics
+    topics.wait(lambda: len(topics.seen("anon", "buyers", "exited")) == 2, "the exit sent again")
+    assert sorted({(c["person_id"], c["segment_id"], c["change"]) for c in topics.changes}) == [
+        ("anon", "buyers", "entered"),
+        ("anon", "buyers", "exited"),
+        ("user", "buyers", "entered"),
+        ("user", "thrice", "entered"),
+        ("user", "twice", "entered"),
+        ("user", "vip", "entered"),
+    ]

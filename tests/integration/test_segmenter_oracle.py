@@ -1,9 +1,11 @@
-"""The correctness oracle end to end (issue #7): a seeded random history goes to `enriched` (and the
-profiles it implies to `profiles`); the segmenter service streams it and the loader loads it into
-chDB; after the stream drains, every segment's membership on `segment-membership` equals the SQL
-recomputation (``sql.compile_segment``) over the loader's ``segment_facts`` views at the same
-reference time. Variants: one segmenter; SIGKILL and restart mid-stream; a second instance joining
-mid-stream and the first leaving (two rebalances).
+"""The correctness oracle end to end (issue #7): a seeded random history with identity merges
+(``history.with_merges``) goes to `enriched` (and the profiles it implies to `profiles`); the
+segmenter service streams it and the loader loads it into chDB; after the stream drains, every
+segment's membership on `segment-membership` equals the SQL recomputation
+(``sql.compile_segment``) over the loader's ``segment_facts`` views (which count a merged-away
+person's facts under its survivor) at the same reference time. Variants: one segmenter; SIGKILL
+and restart mid-stream; a second instance joining mid-stream and the first leaving (two
+rebalances).
 
 Time is the segmenter's test clock (``TAGSTREAM_SEGMENTER_CLOCK_FILE``): the history is fed in
 four phases, the clock set to each phase's latest arrival time first (so late, future-stamped and
@@ -22,14 +24,20 @@ from pathlib import Path
 import pytest
 
 from services.common.settings import Settings
-from services.common.topics import ENRICHED, PROFILES, SEGMENTER_TICKS, TopicSpec
+from services.common.topics import ENRICHED, PROFILES, SEGMENTER_MERGES, SEGMENTER_TICKS, TopicSpec
 from services.loader.ddl import SEGMENT_FACTS_DATABASE
 from services.segmenter.sql import compile_segment, quote
 from tests import segmenter_records as sr
 from tests.helpers import wait_until
-from tests.integration.segmenter_harness import SegmenterProcess, committed, ends, memberships
+from tests.integration.segmenter_harness import (
+    SegmenterProcess,
+    committed,
+    ends,
+    memberships,
+    produce_keyed,
+)
 from tests.integration.test_loader import LoaderProcess, produce
-from tests.unit.segmenter.history import DAY, NOW, Arrival, generate, oracle_segments
+from tests.unit.segmenter.history import DAY, NOW, Arrival, Merge, generate, oracle_segments, with_merges
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +73,7 @@ class Run:
         self.profiles: dict[str, dict] = {}
         self.non_empty: dict[int, int] = {}  # reference time → segments with members in SQL
         self.sent = 0
+        self.merges: list[Merge] = []
 
     def segmenter(self, name: str) -> SegmenterProcess:
         process = SegmenterProcess(
@@ -82,13 +91,22 @@ class Run:
         tmp.write_text(str(now_ms))
         tmp.replace(self.clock)  # atomic: a reader never sees a half-written time
 
-    def send(self, arrivals: list[Arrival]) -> None:
-        envelopes = []
-        for arrival in arrivals:
-            envelopes += sr.from_fact(arrival.fact, f"h{self.sent}")
+    def send(self, items: list[Arrival | Merge]) -> None:
+        envelopes, records = [], []
+        for item in items:
+            mid = f"h{self.sent}"
             self.sent += 1
-        produce(self.settings, ENRICHED, [(e["person_id"].encode(), sr.encode(e)) for e in envelopes])
-        records = sr.profiles_after(self.profiles, [a.fact for a in arrivals])
+            if isinstance(item, Merge):
+                envelopes.append(
+                    sr.envelope("merge", item.survivor, item.at_ms, None, mid, merged_from=item.merged)
+                )
+                records += sr.profiles_merged(self.profiles, item.merged, item.survivor)
+                self.merges.append(item)
+            else:
+                envelopes += sr.from_fact(item.fact, mid)
+                records += sr.profiles_after(self.profiles, [item.fact])
+        # murmur2 by person, like the enricher (faust): the segmenter routes hand-overs so
+        produce_keyed(self.settings, ENRICHED, [(e["person_id"].encode(), sr.encode(e)) for e in envelopes])
         produce(
             self.settings,
             PROFILES,
@@ -114,7 +132,25 @@ class Run:
                 c > t for c, t in zip(after, ticks, strict=True)
             )
 
+        seen: list[tuple[list[int], list[int]]] = []
+
+        def hand_overs_done(high: list[int]) -> bool:
+            done = committed(self.settings, self.segmenter_group, SEGMENTER_MERGES)
+            seen[:] = [(done, high)]
+            return all(c >= e or e == 0 for c, e in zip(done, high, strict=True))
+
         wait_until(segmenter_done, timeout=120, interval=0.5, what="the segmenter to drain")
+        # segmenter.merges gets an empty record per partition every tick, so its end moves on:
+        # wait until what was on it is read (its outputs are flushed before the commit), once per
+        # hop (request, fold, a fold passed along a chain, one more).
+        for _ in range(4):
+            high = ends(self.settings, SEGMENTER_MERGES)
+            try:
+                wait_until(
+                    lambda h=high: hand_overs_done(h), timeout=120, interval=0.5, what="the hand-overs"
+                )
+            except AssertionError as exc:  # which partitions: committed vs end of segmenter.merges
+                raise AssertionError(f"{exc}; committed, ends per partition: {seen}") from None
         wait_until(
             lambda: (
                 self._caught_up(self.loader_group, ENRICHED, enriched)
@@ -129,6 +165,18 @@ class Run:
         """(segment, reference time - NOW, only streamed, only in SQL) for every disagreement."""
         streamed = memberships(self.settings)
         expected: dict[str, set[str]] = {}
+        # The views map ids through a dictionary reloaded every few seconds: wait for every merge.
+        pending = "SELECT count() FROM identity_merges WHERE dictGetOrDefault('person_merges', "
+        pending += "'to_person_id', from_person_id, '') != to_person_id"
+        wait_until(
+            lambda: (
+                self.loader.query("SELECT uniqExact(from_person_id) FROM identity_merges")[0][0]
+                == len(self.merges)
+                and self.loader.query(pending)[0][0] == 0
+            ),
+            timeout=60,
+            what="the loader's merges in its dictionary",
+        )
         query = " UNION ALL ".join(  # one round trip for every segment
             f"SELECT {quote(s.id)}, person_id FROM ({compile_segment(s, now_ms, SEGMENT_FACTS_DATABASE)})"
             for s in SEGMENTS
@@ -156,7 +204,7 @@ def run(settings: Settings, env: dict[str, str], tmp_path: Path) -> Iterator[Run
     r.stop()
 
 
-def phases(arrivals: list[Arrival]) -> list[list[Arrival]]:
+def phases(arrivals: list[Arrival | Merge]) -> list[list[Arrival | Merge]]:
     size = -(-len(arrivals) // PHASES)
     return [arrivals[i : i + size] for i in range(0, len(arrivals), size)]
 
@@ -165,7 +213,7 @@ def phases(arrivals: list[Arrival]) -> list[list[Arrival]]:
 def test_streamed_membership_equals_sql_over_the_loaded_history(run: Run, seed: int, variant: str) -> None:
     """After the stream drains, at each reference time, every segment's members on
     `segment-membership` are exactly the persons the SQL oracle finds in the loaded history."""
-    arrivals = generate(seed, persons=40, facts=1500)
+    arrivals = with_merges(generate(seed, persons=40, facts=1500), seed)
     chunks = phases(arrivals)
     run.set_clock(chunks[0][-1].at_ms)
     first, second = run.segmenter("first").start(), run.segmenter("second")
@@ -194,3 +242,7 @@ def test_streamed_membership_equals_sql_over_the_loaded_history(run: Run, seed: 
         found += run.mismatches(now)
     assert found == [], f"seed {seed} (rerun with TAGSTREAM_TEST_ORACLE_SEED={seed}), {variant}"
     assert run.non_empty[NOW] > len(SEGMENTS) // 2, "most segments have members: agreement is not vacuous"
+    assert len(run.merges) == 7
+    streamed = memberships(run.settings)
+    merged_away = {m.merged for m in run.merges}
+    assert not merged_away & set().union(*streamed.values()), "a merged-away person is a member of nothing"

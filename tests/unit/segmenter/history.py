@@ -2,7 +2,7 @@
 
 Facts arrive out of order (small delays, some days late, a few stamped in the future by skewed
 clocks) and some sit exactly on window boundaries of the oracle's segments, so inclusive/exclusive
-edges are exercised on both sides.
+edges are exercised on both sides. ``with_merges`` adds identity merges to such a history.
 """
 
 from __future__ import annotations
@@ -139,6 +139,58 @@ def generate(seed: int, persons: int = 30, facts: int = 1200, now_ms: int = NOW)
     add(Fact(people[-1], now_ms - 3 * DAY, "event", "Unreferenced"), now_ms - 3 * DAY)
     arrivals.sort(key=lambda a: a.at_ms)
     return arrivals
+
+
+@dataclass(frozen=True)
+class Merge:
+    """The enricher merged ``merged`` into ``survivor`` (an `enriched` ``merge`` envelope)."""
+
+    merged: str
+    survivor: str
+    at_ms: int
+
+
+def with_merges(arrivals: list[Arrival], seed: int, merges: int = 6) -> list[Arrival | Merge]:
+    """``arrivals`` with ``merges`` persons merged into others mid-stream, plus one chain (x into a
+    person merged on later), as the enricher writes it: after its merge, a merged-away person's
+    attribute facts arrive under its survivor (the enricher routes its devices there and keeps
+    the survivor's profile), its other facts under either id (the merged-away id when its
+    partition is read late). Facts sharing a millisecond with another fact of the person they
+    end up with are dropped: latest wins has no tie rule (in SQL either)."""
+    rng = random.Random(seed * 31 + 7)
+    people = sorted({a.fact.person_id for a in arrivals})[:-1]  # the last one: unreferenced only
+    chosen = rng.sample(people, merges + 1)
+    others = [p for p in people if p not in chosen]
+    into = {a: rng.choice(others) for a in chosen[:merges]}
+    into[chosen[merges]] = chosen[0]  # the chain: chosen[merges] → chosen[0] → a survivor
+
+    def final(person: str, links: dict[str, str]) -> str:
+        while person in links:
+            person = links[person]
+        return person
+
+    seen: set[tuple[str, int]] = set()
+    kept = []
+    for a in arrivals:
+        key = (final(a.fact.person_id, into), a.fact.time_ms)
+        if key not in seen:
+            seen.add(key)
+            kept.append(a)
+    at = {a: rng.randrange(len(kept) // 4, len(kept)) for a in into}
+    chain = chosen[merges]
+    at[chain], at[chosen[0]] = sorted((at[chain], at[chosen[0]]))  # x merges into a before a moves on
+    items: list[Arrival | Merge] = []
+    done: dict[str, str] = {}
+    for i, arrival in enumerate(kept):
+        for a in sorted(m for m, index in at.items() if index == i):
+            items.append(Merge(a, into[a], arrival.at_ms))
+            done[a] = into[a]
+        f = arrival.fact
+        if f.person_id in done and (f.kind == "attribute" or rng.random() < 0.5):
+            f = Fact(final(f.person_id, done), f.time_ms, f.kind, f.name, f.value, f.properties,
+                     f.channel, f.campaign, f.region, f.lat, f.lon)  # fmt: skip
+        items.append(Arrival(f, arrival.at_ms))
+    return items
 
 
 def _dt(ms: int) -> datetime:
