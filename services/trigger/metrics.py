@@ -46,8 +46,8 @@ PARKED = Counter(
 )
 HANDOVERS = Counter(
     "tagstream_trigger_handovers_total",
-    "Merge hand-over steps (docs/campaigns.md, Merges): request, handed_over, folded, forwarded, "
-    "duplicate, dropped.",
+    "Merge hand-over steps (docs/campaigns.md, Merges): request, handed_over, folded, refolded "
+    "(a fold read again that brought more), forwarded, duplicate, dropped.",
     ["step"],
 )
 TICKS = Counter("tagstream_trigger_ticks_total", "Ticks handled, by kind (due, rebuild).", ["kind"])

@@ -53,6 +53,7 @@ HANDOVER_FIELDS = {
     "event": {"from", "into", "topic", "offset", "value"},
 }
 PARKED_MAX = 64  # per person: enriched events waiting for the profile that includes them
+FOLDS_KEPT = 16  # per person: folds received, with the pending sends each brought (see _fold)
 
 
 @dataclass(frozen=True)
@@ -347,15 +348,30 @@ class Stages:
         return outcome
 
     def _fold(self, states: Mapping[str, Any], p: int, message: dict[str, Any]) -> Outcome:
-        """S's partition: fold A's state into S's (merge.fold); A's parked events wait here now."""
+        """S's partition: fold A's state into S's (merge.fold); A's parked events wait here now.
+
+        A fold read again is recognised by its id. It may carry more than the first time: if A's
+        instance crashed after sending it and before writing its marker, the replay can apply an
+        input of A before the request (the topics' order differs between runs) and send the same
+        fold with that input's pending send added. Only what the first fold did not bring is folded
+        in then (pending sends by key; timers, entries and conversions are latest-wins, so applying
+        them again changes nothing; the send log is not counted twice)."""
         survivor = message["into"]
         entry = states.get(survivor) or {}
         seen = list(entry.get("seen") or [])
-        if message["id"] in seen:
-            metrics.HANDOVERS.labels("duplicate").inc()  # folded before a crash
-            return Outcome()
-        own = PersonState.from_bytes(entry["state"].encode() if entry.get("state") else None)
+        seen_before = set(seen)
+        folds: dict[str, list[str]] = dict(entry.get("folds") or {})
         theirs = PersonState.from_bytes(message["state"].encode() if message.get("state") else None)
+        if message["id"] in seen:
+            known = set(folds.get(message["id"], []))
+            extra = {key: send for key, send in theirs.pending.items() if key not in known}
+            if not extra:
+                metrics.HANDOVERS.labels("duplicate").inc()  # folded before a crash
+                return Outcome()
+            theirs = PersonState(
+                pending=extra, timers=theirs.timers, entries=theirs.entries, conversions=theirs.conversions
+            )
+        own = PersonState.from_bytes(entry["state"].encode() if entry.get("state") else None)
         state = fold(own, theirs)
         parked = list(entry.get("parked") or [])
         ids = {x["id"] for x in parked}
@@ -363,7 +379,12 @@ class Stages:
         parked += [{**x, "partition": p} for x in message.get("parked") or [] if x["id"] not in ids]
         parked = parked[-PARKED_MAX:]
         # A's applied input ids too: the enricher may re-send one of A's events under S.
-        seen = [*(message.get("seen") or []), *seen, message["id"]][-SEEN_IDS:]
+        new_ids = [x for x in message.get("seen") or [] if x not in seen_before]
+        this_fold = [] if message["id"] in seen_before else [message["id"]]
+        seen = [*new_ids, *seen, *this_fold][-SEEN_IDS:]
+        brought = sorted({*folds.pop(message["id"], []), *theirs.pending})
+        folds[message["id"]] = brought  # last: the oldest folds are forgotten first
+        folds = dict(list(folds.items())[-FOLDS_KEPT:])
         due = _earliest(state.next_due_ms(), *(x["until"] for x in parked))
         row = {
             "person": survivor,
@@ -373,8 +394,9 @@ class Stages:
             "seen": seen,
             "emitted": list(entry.get("emitted") or []),  # A's ids name A: S never produces them
             "parked": parked,
+            "folds": folds,
         }
-        metrics.HANDOVERS.labels("folded").inc()
+        metrics.HANDOVERS.labels("refolded" if message["id"] in seen_before else "folded").inc()
         return Outcome(writes=[("states", survivor, row)], due={survivor: due})
 
     # -- time ---------------------------------------------------------------------------------
@@ -489,6 +511,7 @@ class Stages:
                     "seen": seen,
                     "emitted": emitted[-EMITTED_IDS:],
                     "parked": parked,
+                    "folds": entry.get("folds") or {},
                 },
             )
         )

@@ -137,6 +137,31 @@ def test_replayed_merge_request_and_fold_change_nothing():
     assert refolded.sends == [] and refolded.writes == [] and tables.states["p-sam"] == before
 
 
+def test_a_fold_sent_again_with_more_after_a_crash_brings_the_rest():
+    """anon's instance sends the fold, then dies before writing its marker. Its replay applies a
+    later cart of anon's before the request this time (the topics' order differs between runs),
+    so the same fold is sent again with a second pending reminder. Sam folds in that reminder
+    only: both reminders go to sam, each once."""
+    tables, s = Tables(), stages()
+    profile(s, tables, ANON, "anon@example.com", "Anon")
+    profile(s, tables, SAM, "sam@example.com", "Sam")
+    enriched(s, tables, ANON, envelope(ANON, "ev-cart", "event", "cart"), at(1))
+    merge = enriched(s, tables, SAM, envelope(SAM, "login", "merge", merged_from="p-anon"), at(2))
+    before_crash = dict(tables.states["p-anon"])
+    first = hand(s, tables, merge.sends[0], ANON[1], at(3)).sends[0]
+    tables.states["p-anon"] = before_crash  # the marker never reached the changelog
+    hand(s, tables, first, SAM[1], at(4))
+    enriched(s, tables, ANON, envelope(ANON, "ev-cart-2", "event", "cart", at(5)), at(5), offset=7)
+    again = hand(s, tables, merge.sends[0], ANON[1], at(6)).sends[0]
+    assert json.loads(again.value)["id"] == json.loads(first.value)["id"]
+    hand(s, tables, again, SAM[1], at(7))
+    hand(s, tables, again, SAM[1], at(8))  # and read once more: nothing new
+    sent = [tick(s, tables, SAM, at(minute)) for minute in (60, 65, 66)]
+    reminders = [e["trigger_event_id"] for outcome in sent for e in emails(outcome)]
+    assert reminders == ["ev-cart", "ev-cart-2"]
+    assert all(e["person_id"] == "p-sam" for outcome in sent for e in emails(outcome))
+
+
 def test_events_of_the_merged_person_read_later_are_the_survivors():
     """anon's partition lags: its signup read after the hand-over is forwarded and welcomes sam;
     the same signup read again (a replay) is skipped at sam's."""
