@@ -23,6 +23,14 @@ BUYERS = {"id": "buyers", "condition": {"event": "purchase", "within": "5s"}}
 VIP = {"id": "vip", "condition": {"tag": "vip"}}
 
 
+def change_of(value: bytes) -> tuple[str, str, str, str]:
+    """A produced record as (person, segment, change, reason), or a dead letter's reason."""
+    record_type, record = sr.SERDE.decode(value)
+    if record_type == "segment_membership":
+        return (record["person_id"], record["segment_id"], record["change"], record["reason"])
+    return ("dead-letter", record["reason"], "", "")
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = T0
@@ -40,16 +48,7 @@ class Harness:
 
     def perform(self, out: Outcome) -> list[tuple[str, str, str, str]]:
         self.table.update(out.writes)
-        changes = []
-        for send in out.sends:
-            record_type, record = sr.SERDE.decode(send.value)
-            if record_type == "segment_membership":
-                changes.append(
-                    (record["person_id"], record["segment_id"], record["change"], record["reason"])
-                )
-            else:
-                changes.append(("dead-letter", record["reason"], "", ""))
-        return changes
+        return [change_of(send.value) for send in out.sends]
 
     def send(self, env: dict[str, Any], offset: int | None = None) -> list[tuple[str, str, str, str]]:
         if offset is None:

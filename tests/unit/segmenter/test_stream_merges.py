@@ -15,7 +15,7 @@ from services.segmenter.seed import from_state
 from services.segmenter.stream import Outcome, Segmenter
 from tests import segmenter_records as sr
 from tests.enricher_records import T0
-from tests.unit.segmenter.test_stream import TOPICS, Clock, segments
+from tests.unit.segmenter.test_stream import TOPICS, Clock, change_of, segments
 
 TOPICS = {**TOPICS, "segmenter.merges": "segmenter.merges"}
 BUYERS = {"id": "buyers", "condition": {"event": "purchase"}}
@@ -46,13 +46,7 @@ class Cluster:
                 assert send.key is not None
                 self.queue.append((self.where[send.key.decode()], send.key, send.value))
                 continue
-            record_type, record = sr.SERDE.decode(send.value)
-            if record_type == "segment_membership":
-                changes.append(
-                    (record["person_id"], record["segment_id"], record["change"], record["reason"])
-                )
-            else:
-                changes.append(("dead-letter", record["reason"], "", ""))
+            changes.append(change_of(send.value))
         return changes
 
     def send(self, env: dict[str, Any], offset: int | None = None) -> list[Change]:
