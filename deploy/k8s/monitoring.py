@@ -408,6 +408,15 @@ def panels() -> list[dict]:
             "ops",
         ),
         _panel("Enricher time per record", _quantiles("enricher_record_seconds", "stage"), "s"),
+        _panel(
+            "Enricher sessions",
+            [
+                ("sum by (by) (rate(enricher_sessions_ended_total[5m]))", "ended by {{by}}"),
+                ("sum(enricher_open_sessions)", "open (waiting for their timer)"),
+                ("sum by (kind) (rate(enricher_ticks_total[5m]))", "ticks {{kind}}"),
+            ],
+            "short",
+        ),
     ]
     trigger = [
         _panel(

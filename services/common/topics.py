@@ -83,7 +83,16 @@ SHORT_LINKS = TopicSpec("short-links", None, partitions=3, cleanup_policy="compa
 # see docs/design.md) and the person stage input (keyed by person id).
 ENRICHER_IDENTITY = TopicSpec("enricher.identity", None, partitions=1)
 ENRICHER_ROUTED = TopicSpec("enricher.routed", "enriched_event")
-ENRICHER_TOPICS: tuple[TopicSpec, ...] = (ENRICHER_IDENTITY, ENRICHER_ROUTED, ENRICHED, PROFILES)
+# Enricher internal: wake-up calls from the enricher's timer to the routed partition whose persons
+# have a session to end (value: the tick's kind), co-partitioned with enricher.routed.
+ENRICHER_TICKS = TopicSpec("enricher.ticks", None, partitions=ENRICHER_ROUTED.partitions, retention_ms=DAY_MS)
+ENRICHER_TOPICS: tuple[TopicSpec, ...] = (
+    ENRICHER_IDENTITY,
+    ENRICHER_ROUTED,
+    ENRICHER_TICKS,
+    ENRICHED,
+    PROFILES,
+)
 
 # Trigger internals: wake-up calls from the trigger's timer to the partition whose persons are
 # due (value: JSON), co-partitioned with enriched/segment-membership/profiles (6 partitions).
@@ -97,6 +106,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     *VALID_TOPICS,
     ENRICHER_IDENTITY,
     ENRICHER_ROUTED,
+    ENRICHER_TICKS,
     ENRICHED,
     PROFILES,
     SEGMENT_MEMBERSHIP,

@@ -3,10 +3,17 @@
     *.valid (N partitions) --hop--> enricher.identity (1 partition)
         --resolve_identity (table `identity`)--> enricher.routed (N partitions, key person id)
         --person_stage (table `persons`)-->  enriched, profiles, (merge hand-overs back to routed)
+    the `wake` timer --> enricher.ticks (co-partitioned with routed) --person_stage--> session ends
 
 Values are raw bytes in faust; decoding, the pure steps and encoding live in ``stages.py``.
 Tables live in RocksDB (rocksdict) and are restored from their changelog topics after a restart
 or when partitions move.
+
+A session with no activity ends by the clock. Faust tables are written only while an input event
+of their partition is processed, so time reaches the person stage as messages: the timer sends a
+tick to partition p of ``enricher.ticks`` when a session of p is due (an in-memory
+:class:`DueIndex`, rebuilt from the table at the first input of a partition after its
+assignment; the timer sends a ``rebuild`` tick in case there is none).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from typing import Any
 
 import faust
 
+from services.common.clock import Clock
+from services.common.due import DueIndex
 from services.common.faust_commits import confirmed_offset
 from services.common.faust_service import RAW, faust_app
 from services.common.kafka import read_before
@@ -29,17 +38,20 @@ from services.common.topics import (
     ENRICHED,
     ENRICHER_IDENTITY,
     ENRICHER_ROUTED,
+    ENRICHER_TICKS,
     PROFILES,
     VALID_TOPICS,
     topic_name,
 )
+from services.enricher import metrics
 from services.enricher.geofences import load_catalogue
-from services.enricher.person import PersonConfig
+from services.enricher.person import PersonConfig, session_due
 from services.enricher.readback import produced
 from services.enricher.settings import EnricherSettings
 from services.enricher.stages import Outcome, Stages
 
 log = get_logger("enricher")
+TICK_RESEND_S = 10.0  # a tick not handled by then (lost in a rebalance) is sent again
 
 
 def person_config(s: EnricherSettings) -> PersonConfig:
@@ -72,7 +84,11 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         "profiles": app.topic(topic_name(PROFILES, s), **RAW),
         "dead-letters": app.topic(topic_name(DEAD_LETTERS, s), **RAW),
     }
+    ticks = app.topic(topic_name(ENRICHER_TICKS, s), partitions=ENRICHER_TICKS.partitions, **RAW)
+    ticks_name = ticks.get_topic_name()
+    person_inputs = app.topic(outputs["routed"].get_topic_name(), ticks_name, **RAW)
     table_opts: dict[str, Any] = {"default": None}  # untyped tables: json in changelogs
+    clock = Clock(s.enricher_clock_file)
     identity = app.Table("identity", partitions=ENRICHER_IDENTITY.partitions, **table_opts)
     persons = app.Table("persons", partitions=ENRICHER_ROUTED.partitions, **table_opts)
     stages = Stages(
@@ -81,13 +97,19 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         s.enricher_conflict_policy,
         {name: topic.get_topic_name() for name, topic in outputs.items()},
         s.enricher_copy_window,
+        clock.now_ms,
     )
+    sessions = DueIndex()  # routed partition -> persons whose session the clock ends, and when
+    in_flight: dict[int, float] = {}  # partition -> when its tick was sent (monotonic)
 
-    async def perform(outcome: Outcome, table: Any) -> None:
+    async def perform(outcome: Outcome, table: Any, acknowledged: bool = False) -> None:
         # Sends first, then state: if only one of them reaches Kafka before a crash, it should be
         # the outputs (a replay re-applies), not the state (a replay would be skipped).
-        for send in outcome.sends:
-            await outputs[send.output].send(key=send.key, value=send.value)
+        # ``acknowledged``: the state waits for the outputs' acks (ticks: nothing replays them).
+        sent = [await outputs[send.output].send(key=send.key, value=send.value) for send in outcome.sends]
+        if acknowledged:
+            for ack in sent:
+                await ack
         for key, value in outcome.writes.items():
             table[key] = value
 
@@ -119,9 +141,15 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
 
     crash_at = s.enricher_crash_after_state_write
 
-    @app.agent(outputs["routed"])
+    @app.agent(person_inputs)
     async def person_stage(stream: Any) -> None:
         async for event in stream.events():
+            partition = event.message.partition
+            if partition not in sessions.built:  # first input of a partition since its assignment
+                rebuild_sessions(partition)
+            if event.message.topic == ticks_name:
+                await end_sessions(partition, event.value)
+                continue
             outcome = stages.person(persons, _position(event), _committed(app, event))
             if outcome.read_back is not None:  # the first replay of an applied record here
                 partition, started = outcome.read_back, time.monotonic()
@@ -143,6 +171,52 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
             if crash_at and crash_at in outcome.message_ids:
                 await crash_after_state_write(outcome, persons)
             await perform(outcome, persons)
+            for person, state in outcome.writes.items():
+                sessions.set(partition, person, session_due(state))
+
+    def rebuild_sessions(partition: int) -> None:
+        # Faust delivers a partition's events only once its tables are recovered.
+        for person, state in persons.items():
+            if state and state.get("p") == partition:
+                sessions.set(partition, person, session_due(state))
+        sessions.built.add(partition)
+        log.info("session timers rebuilt", extra={"partition": partition, "open": sessions.pending()})
+
+    async def end_sessions(partition: int, value: bytes | None) -> None:
+        in_flight.pop(partition, None)
+        metrics.TICKS.labels("rebuild" if value == b"rebuild" else "due").inc()
+        due = sessions.take_due(partition, clock.now_ms())
+        await perform(stages.tick(persons, due), persons, acknowledged=True)
+        for person in due:
+            sessions.set(partition, person, session_due(persons.get(person)))
+
+    @app.timer(interval=s.enricher_tick_seconds)
+    async def wake() -> None:
+        actives = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == ticks_name}
+        if actives != sessions.assigned:
+            sessions.reassign(actives)
+            in_flight.clear()
+        now_ms, mono = clock.now_ms(), time.monotonic()
+        for p in sorted(actives):
+            if mono - in_flight.get(p, -TICK_RESEND_S) < TICK_RESEND_S:
+                continue  # its previous tick is on the way
+            if p not in sessions.built:
+                kind = b"rebuild"
+            elif sessions.has_due(p, now_ms):
+                kind = b"due"
+            else:
+                continue
+            in_flight[p] = mono
+            await ticks.send(value=kind, partition=p)
+        metrics.OPEN_SESSIONS.set(sessions.pending())
+
+    @app.on_partitions_revoked.connect
+    async def revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        # Forget at once: if the partition comes back, another instance may have changed it meanwhile.
+        for tp in revoked:
+            if tp.topic == ticks_name:
+                sessions.forget(tp.partition)
+                in_flight.pop(tp.partition, None)
 
     async def crash_after_state_write(outcome: Outcome, table: Any) -> None:
         # Test hook (TAGSTREAM_ENRICHER_CRASH_AFTER_STATE_WRITE): the worst moment for a crash, the

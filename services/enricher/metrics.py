@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECORDS = Counter("enricher_records_total", "Records processed, by stage and kind.", ["stage", "kind"])
 OUTPUTS = Counter("enricher_outputs_total", "Records produced, by output.", ["output"])
@@ -13,6 +13,13 @@ DUPLICATES = Counter("enricher_duplicates_total", "Replayed records skipped (alr
 REEMITTED = Counter(
     "enricher_reemitted_total", "Stored outputs sent again by a replay (not found on enriched).", ["stage"]
 )
+SESSIONS_ENDED = Counter(
+    "enricher_sessions_ended_total",
+    "Sessions ended, by what noticed the inactivity: the timer, or the next activity (by event time).",
+    ["by"],
+)
+OPEN_SESSIONS = Gauge("enricher_open_sessions", "Sessions waiting for their inactivity timer (here).")
+TICKS = Counter("enricher_ticks_total", "Timer ticks handled, by kind (rebuild, due).", ["kind"])
 MERGES = Counter("enricher_merges_total", "Persons merged into another.", ["stage"])
 LATENCY = Histogram(
     "enricher_record_seconds",

@@ -35,8 +35,13 @@ def new_state() -> dict[str, Any]:
 
 
 def apply(
-    state: dict[str, Any] | None, env: dict[str, Any], record: dict[str, Any] | None, cfg: PersonConfig
+    state: dict[str, Any] | None,
+    env: dict[str, Any],
+    record: dict[str, Any] | None,
+    cfg: PersonConfig,
+    now_ms: int,
 ) -> tuple[dict[str, Any], list[Output]]:
+    """``now_ms`` is the enricher's clock: only a session's timer deadline depends on it."""
     state = json.loads(json.dumps(state)) if state else new_state()  # never mutate the caller's copy
     person, t, device = env["person_id"], env["event_time"], env["device_id"]
     kind = env["kind"]
@@ -78,7 +83,7 @@ def apply(
     elif kind == "location" and record is not None:
         outputs += _location(state, env, record, cfg)
     if emit and kind in ("event", "tag") and device is not None:
-        outputs += _session(state, person, device, t, cfg, env["message_id"])
+        outputs += _session(state, person, device, t, cfg, now_ms, env["message_id"])
         if state["sess"]:
             details["session_id"] = state["sess"]["id"]
     if emit:
@@ -98,36 +103,56 @@ def _launch(state: dict[str, Any], device: str | None, t: int, cfg: PersonConfig
 
 
 def _session(
-    state: dict[str, Any], person: str, device: str, t: int, cfg: PersonConfig, message_id: str
+    state: dict[str, Any], person: str, device: str, t: int, cfg: PersonConfig, now_ms: int, message_id: str
 ) -> list[Output]:
+    """Activity at event time ``t``, applied at ``now_ms`` (the enricher's clock)."""
     sess = state["sess"]
     if sess is not None and t < sess["start"]:
         return []  # late activity from before the current session: no session change
-    if sess is not None and t - sess["last"] <= cfg.session_timeout_ms:
+    if sess is not None and sess.get("ended") and t <= sess["last"]:
+        return []  # late activity inside a session already ended (and reported) by the timer
+    if sess is not None and not sess.get("ended") and t - sess["last"] <= cfg.session_timeout_ms:
         sess["last"] = max(sess["last"], t)
+        sess["device"], sess["due"] = device, now_ms + cfg.session_timeout_ms
         return []
     outputs: list[Output] = []
-    if sess is not None:  # ended by inactivity, noticed now (no timers: see docs/design.md)
-        outputs.append(
-            _derived(
-                person,
-                device,
-                sess["last"],
-                "session_end",
-                f"{message_id}:end",
-                {"session_id": sess["id"], "duration_ms": str(sess["last"] - sess["start"])},
-            )
-        )
-    state["sess"] = {"id": f"{person}:{t}", "start": t, "last": t}
+    if sess is not None and not sess.get("ended"):  # the gap shows in event time before the timer
+        outputs.append(_session_end(person, sess))
+    session_id = f"{person}:{t}"
+    state["sess"] = {"id": session_id, "start": t, "last": t, "device": device}
+    state["sess"]["due"] = now_ms + cfg.session_timeout_ms
     p = state["profile"]
     p["session_count"] += 1
     p["last_session_start"] = max(t, p["last_session_start"] or t)
-    outputs.append(
-        _derived(
-            person, device, t, "session_start", f"{message_id}:start", {"session_id": state["sess"]["id"]}
-        )
-    )
+    start = {"session_id": session_id}
+    outputs.append(_derived(person, device, t, "session_start", f"{message_id}:start", start))
     return outputs
+
+
+def session_due(state: dict[str, Any] | None) -> int | None:
+    """When the enricher's clock ends this person's session if no activity comes (None: never)."""
+    if not state or state["profile"].get("merged_into"):
+        return None  # a merged-away person's session went to the survivor
+    sess = state.get("sess")
+    return None if sess is None or sess.get("ended") else sess.get("due")
+
+
+def end_session(state: dict[str, Any], person: str, now_ms: int) -> tuple[dict[str, Any], list[Output]]:
+    """The timer: a session with no activity applied for the timeout ends now; its end keeps the
+    event time of its last activity (the same ``session_end`` the next activity would have shown)."""
+    due = session_due(state)
+    if due is None or due > now_ms:
+        return state, []
+    state = json.loads(json.dumps(state))  # never mutate the caller's copy
+    sess = state["sess"]
+    sess["ended"], sess["due"] = True, None
+    return state, [_session_end(person, sess)]
+
+
+def _session_end(person: str, sess: dict[str, Any]) -> Output:
+    # One id per session, whichever way it ends: a timer's end and an activity's end never both go.
+    details = {"session_id": sess["id"], "duration_ms": str(sess["last"] - sess["start"])}
+    return _derived(person, sess.get("device"), sess["last"], "session_end", f"{sess['id']}:end", details)
 
 
 def _derived(person: str, device: str | None, t: int, kind: str, mid: str, details: dict[str, str]) -> Output:
@@ -235,7 +260,7 @@ def _absorb(
     prof.merge(state["profile"], other["profile"], cfg.max_devices)
     for key in ("launch", "geo"):
         state[key] = {**other[key], **state[key]}
-    if state["sess"] is None:
-        state["sess"] = other["sess"]
+    if session_due(state) is None and session_due(other) is not None:
+        state["sess"] = other["sess"]  # the merged person's open session goes on here
     merged = {**env, "kind": "merge", "details": {"merged_from": source}}
     return state, [("enriched", merged), ("profile", prof.to_record(state["profile"], target))]

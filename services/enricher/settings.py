@@ -20,7 +20,20 @@ class EnricherSettings(Settings):
     )
     enricher_max_device_tokens: int = Field(default=5, description="Devices kept per person, oldest evicted.")
     enricher_launch_dedup_s: float = Field(default=30.0, description="App launches closer than this are one.")
-    enricher_session_timeout_s: float = Field(default=1800.0, description="Inactivity that ends a session.")
+    enricher_session_timeout_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Inactivity that ends a session: by event time when the next activity comes, "
+        "else by the enricher's clock this long after the last activity was applied.",
+    )
+    enricher_tick_seconds: float = Field(
+        default=1.0, gt=0, description="How often the timer looks for sessions to end (without activity)."
+    )
+    enricher_clock_file: Path | None = Field(
+        default=None,
+        description="Test only: a file holding epoch milliseconds read as the enricher's clock "
+        "(services/common/clock.py); time stands still while it does not change.",
+    )
     enricher_geofence_file: Path | None = Field(
         default=None, description="JSON catalogue of geofences (circles, polygons) and iBeacons."
     )

@@ -11,7 +11,7 @@ outbox (``outbox.py``; docs/design.md, "Recovery and guarantees").
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,7 @@ from services.enricher import metrics, outbox, versions
 from services.enricher import profile as prof
 from services.enricher.hop_copies import WINDOW, HopCopies
 from services.enricher.identity import resolve
-from services.enricher.person import Output, PersonConfig, apply
+from services.enricher.person import Output, PersonConfig, apply, end_session
 
 log = get_logger("enricher")
 SEEN_IDS = 512  # per person: message ids already applied (a replay never applies twice)
@@ -53,8 +53,10 @@ class Stages:
         conflict_policy: str,
         topics: Mapping[str, str],
         copy_window: int = WINDOW,
+        clock: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.serde, self.cfg, self.policy, self.topics = serde, cfg, conflict_policy, topics
+        self.clock = clock  # epoch ms: when a session's timer ends it (services/common/clock.py)
         # partition -> (message_id, kind) found at the end of enriched (readback.py), read at the
         # partition's first replay of an applied record in this process.
         self.produced: dict[int, set[tuple[str, str]]] = {}
@@ -111,17 +113,38 @@ class Stages:
             return self._applied_before(state, env, dedup, source)
         try:
             record = self.serde.decode(env["original"])[1] if env["original"] else None
-            new_state, outputs = apply(state, env, record, self.cfg)
+            new_state, outputs = apply(state, env, record, self.cfg, self.clock())
         except Exception as exc:  # a bug must not stop the partition: park the record, say why
             log.exception("person stage failed", extra={"offset": source.offset})
             return self._reject("person", internal_error(exc), source, env["message_id"])
+        new_state["p"] = source.partition  # the timer index is rebuilt per partition (app.py)
         new_state["seen"] = [*(state or {}).get("seen", [])[-(SEEN_IDS - 1) :], dedup]
         new_state["outbox"] = outbox.keep(
             (state or {}).get("outbox", {}), committed, dedup, outbox.entry(source.offset, outputs)
         )
         outcome = Outcome(self._sends(outputs), {person: new_state}, (env["message_id"],))
+        if any(value.get("kind") == "session_end" for _, value in outputs):
+            metrics.SESSIONS_ENDED.labels("activity").inc()
         metrics.RECORDS.labels("person", env["kind"]).inc()
         metrics.LATENCY.labels("person").observe(time.perf_counter() - started)
+        return outcome
+
+    def tick(self, table: Mapping[str, Any], persons: Iterable[str]) -> Outcome:
+        """The timer (a tick of the persons' partition): end the sessions due by the clock.
+
+        Nothing of it goes in the outbox: the agent writes these states only once the ends are
+        acknowledged, so a crash in between leaves the session due and the next tick ends it
+        again, with the same message id (consumers drop the copy)."""
+        now, outcome = self.clock(), Outcome()
+        for person in persons:
+            state = table.get(person)
+            if state is None:
+                continue
+            new_state, outputs = end_session(state, person, now)
+            if outputs:
+                outcome.sends += self._sends(outputs)
+                outcome.writes[person] = new_state
+                metrics.SESSIONS_ENDED.labels("timer").inc()
         return outcome
 
     def _applied_before(

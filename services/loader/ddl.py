@@ -341,8 +341,8 @@ ENGINE = ReplacingMergeTree(_offset) ORDER BY person_id """
     Migration(
         "0012_sessions",
         [
-            # session_start / session_end from the enricher; an end is emitted when the next
-            # session starts (no timers), so a person's current session has no end row yet.
+            # session_start / session_end from the enricher; an end comes with the next activity
+            # or from the enricher's inactivity timer, so an open session has no end row yet.
             _person_series(
                 "sessions",
                 """

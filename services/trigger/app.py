@@ -37,6 +37,7 @@ import faust
 from faust.types import EventT
 
 from services.common.clock import Clock
+from services.common.due import DueIndex
 from services.common.faust_service import RAW, current_event, faust_app
 from services.common.logs import get_logger
 from services.common.serde import Serde
@@ -56,7 +57,6 @@ from services.trigger import metrics
 from services.trigger.batch import Batch
 from services.trigger.core import Context
 from services.trigger.definitions import CampaignSet, reload_campaigns
-from services.trigger.due import DueIndex
 from services.trigger.readback import recent_message_ids
 from services.trigger.settings import TriggerSettings, default_campaigns
 from services.trigger.stages import Outcome, Stages, tick_kind, tick_value

@@ -17,6 +17,7 @@ from services.common.lag import committed_offsets, partition_lags
 from services.common.settings import Settings
 from services.common.topics import ENRICHER_IDENTITY, topic_name
 from services.enricher.settings import EnricherSettings
+from services.enricher.stages import to_ms
 from tests.enricher_records import T0, event, gps, tag, update
 from tests.helpers import wait_until
 from tests.integration.enricher_harness import VALID_BY_TYPE, Enricher, Topics
@@ -128,6 +129,53 @@ def test_launch_dedup_sessions_and_geofence_point_stream(enricher: Enricher, top
         "geofence_entered",
         "geofence_dwelled",
         "geofence_exited",
+    ]
+
+
+def test_a_quiet_session_ends_by_the_clock_once_also_across_a_kill(
+    settings: Settings, topics: Topics, tmp_path: Path
+):
+    """No further activity: the session ends when the enricher's clock passes the timeout, with its
+    duration, exactly once; a SIGKILL and a restart with the local state wiped keep the timer."""
+    clock = tmp_path / "clock"
+    now = T0 + 86_400_000  # the records arrive a day after they happened
+    clock.write_text(str(now))
+    enricher = Enricher(
+        settings,
+        tmp_path / "enricher.log",
+        TAGSTREAM_ENRICHER_CLOCK_FILE=str(clock),
+        TAGSTREAM_ENRICHER_SESSION_TIMEOUT_S="60",
+        TAGSTREAM_ENRICHER_TICK_SECONDS="0.2",
+    ).start()
+    dev = {"install_id": "quiet"}
+    try:
+        topics.send("event", event("q1", T0, **dev), event("q2", T0 + 20_000, **dev))
+        person = topics.wait(lambda: topics.profile_with(session_count=1), "the session")["person_id"]
+        ids = lambda: {e["message_id"] for e in topics.enriched[person]}  # noqa: E731
+        topics.wait(lambda: "q2" in ids(), "the session's last activity")
+        enricher.kill()
+        shutil.rmtree(settings.data_dir / "enricher")  # the timer comes back from the changelog
+        enricher.start()
+        clock.write_text(str(now + 59_000))
+        topics.send("tag_hit", tag("q-other", T0, "marker", install_id="other"))  # a tick sees it too
+        topics.wait(lambda: topics.profile_with(tags={"marker": ""}), "another device after the restart")
+        assert "session_end" not in topics.distinct_kinds(person)  # 59 s of the 60 s
+        clock.write_text(str(now + 60_000))
+        ends = lambda: [e for e in topics.enriched[person] if e["kind"] == "session_end"]  # noqa: E731
+        (end,) = topics.wait(ends, "the clock's session end")
+        assert to_ms(end["event_time"]) == T0 + 20_000
+        assert end["details"] == {"session_id": f"{person}:{T0}", "duration_ms": "20000"}
+        topics.send("tag_hit", tag("q3", T0 + 30_000, "back", **dev))  # after the end: a new session
+        after = topics.wait(lambda: (p := topics.profiles.get(person)) and p["tags"] and p, "q3")
+        topics.drain()
+    finally:
+        enricher.stop()
+    assert after["session_count"] == 2
+    assert len(ends()) == 1  # not sent again by later ticks
+    assert [k for k in topics.distinct_kinds(person) if k.startswith("session")] == [
+        "session_start",
+        "session_end",
+        "session_start",
     ]
 
 
@@ -326,7 +374,11 @@ def test_a_crash_between_state_write_and_outputs_loses_no_outputs(
     copies: dict[tuple[str, str], list[dict]] = {}
     for e in topics.enriched[person]:
         copies.setdefault((e["message_id"], e["kind"]), []).append(e)
-    crash_outputs = {("c-crash", "event"), ("c-crash:end", "session_end"), ("c-crash:start", "session_start")}
+    crash_outputs = {
+        ("c-crash", "event"),
+        (f"{person}:{T0}:end", "session_end"),
+        ("c-crash:start", "session_start"),
+    }
     assert crash_outputs <= set(copies)
     # Records replayed from before the crash (not yet committed) may have had their outputs on
     # enriched already: they come again as exact copies, which consumers drop.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.enricher.geofences import Catalogue, Geofence, distance_m, track
-from services.enricher.person import PersonConfig, apply
+from services.enricher.person import PersonConfig, apply, end_session, session_due
 from tests.enricher_records import T0, event, gps, receipt, tag, update
 
 KIND = {
@@ -15,6 +15,7 @@ KIND = {
     "location": "location",
     "delivery_receipt": "delivery_receipt",
 }
+NOW = T0 + 86_400_000  # records arrive a day after they happened (offline devices, backfills)
 FENCE = Geofence("shop", 53.3498, -6.2603, 100.0)
 CFG = PersonConfig(max_devices=2, session_timeout_ms=60_000, dwell_ms=120_000, catalogue=Catalogue((FENCE,)))
 
@@ -23,6 +24,7 @@ class Person:
     def __init__(self, pid: str = "p-1") -> None:
         self.pid, self.state, self.enriched, self.profile = pid, None, [], None
         self.routed: list[dict[str, Any]] = []
+        self.now = NOW  # the enricher's clock (processing time), apart from the records' event times
 
     def feed(self, record_type: str, record: dict[str, Any], device: str | None = "install_id:d1") -> None:
         env = {
@@ -38,7 +40,15 @@ class Person:
         self.apply(env, record)
 
     def apply(self, env: dict[str, Any], record: dict[str, Any] | None) -> None:
-        self.state, outputs = apply(self.state, env, record, CFG)
+        self.state, outputs = apply(self.state, env, record, CFG, self.now)
+        self.take(outputs)
+
+    def tick(self) -> None:
+        """The enricher's timer reaches this person at ``self.now``."""
+        self.state, outputs = end_session(self.state, self.pid, self.now)
+        self.take(outputs)
+
+    def take(self, outputs: list[tuple[str, dict[str, Any]]]) -> None:
         for output, value in outputs:
             if output == "enriched":
                 self.enriched.append(value)
@@ -132,6 +142,60 @@ class TestSessions:
         assert end["details"]["duration_ms"] == "30000"
         assert p.profile["session_count"] == 2 and p.profile["last_session_start"] == T0 + 200_000
 
+    def test_the_clock_ends_a_session_the_timeout_after_its_last_activity_was_applied(self):
+        """No further activity: the timer ends the session once, at the event time of its last activity."""
+        p = Person()
+        p.feed("event", event("e1", T0))
+        p.now += 5_000
+        p.feed("event", event("e2", T0 + 30_000))
+        assert session_due(p.state) == p.now + CFG.session_timeout_ms
+        p.now += CFG.session_timeout_ms - 1
+        p.tick()
+        assert p.kinds() == ["session_start", "event", "event"]  # activity 1 ms ago by the clock
+        p.now += 1
+        p.tick()
+        p.tick()
+        assert p.kinds() == ["session_start", "event", "event", "session_end"]
+        end = p.enriched[-1]
+        assert end["event_time"] == T0 + 30_000 and end["device_id"] == "install_id:d1"
+        assert end["details"] == {"session_id": f"p-1:{T0}", "duration_ms": "30000"}
+        assert end["message_id"] == f"p-1:{T0}:end"
+        assert session_due(p.state) is None
+
+    def test_after_the_clock_ended_a_session_late_activity_joins_it_and_later_activity_starts_one(self):
+        """The end was reported: activity from within the ended session is tagged with it and changes
+        nothing; activity after its last one starts a new session, with no second end."""
+        p = Person()
+        p.feed("event", event("e1", T0))
+        p.feed("event", event("e2", T0 + 30_000))
+        p.now += CFG.session_timeout_ms
+        p.tick()
+        p.feed("event", event("late", T0 + 10_000))
+        assert p.enriched[-1]["details"]["session_id"] == f"p-1:{T0}"
+        p.feed("event", event("e3", T0 + 40_000))  # within the timeout by event time, but after the end
+        assert p.kinds() == [
+            "session_start",
+            "event",
+            "event",
+            "session_end",
+            "event",
+            "session_start",
+            "event",
+        ]
+        assert p.profile["session_count"] == 2
+        assert p.enriched[-1]["details"]["session_id"] == f"p-1:{T0 + 40_000}"
+
+    def test_an_activity_that_shows_the_gap_first_ends_the_session_under_the_timers_id(self):
+        """Whichever notices the inactivity first ends the session, with one message id for it."""
+        p = Person()
+        p.feed("event", event("e1", T0))
+        p.feed("event", event("e2", T0 + 200_000))
+        assert p.enriched[2]["message_id"] == f"p-1:{T0}:end"
+        p.now += CFG.session_timeout_ms
+        p.tick()
+        assert p.kinds().count("session_end") == 2  # the first session's, then the second's
+        assert p.enriched[-1]["message_id"] == f"p-1:{T0 + 200_000}:end"
+
 
 class TestGeofences:
     def test_point_stream_enters_dwells_and_exits_with_hysteresis(self):
@@ -192,3 +256,26 @@ class TestMerge:
         assert known.profile["session_count"] == 1
         assert known.enriched[-1]["kind"] == "merge"
         assert known.enriched[-1]["details"] == {"merged_from": "p-anon"}
+
+    def test_a_merged_persons_open_session_ends_on_the_survivor(self):
+        """The anonymous person's session moves with the merge; the clock ends it for the survivor."""
+        anon, known = Person("p-anon"), Person("p-known")
+        anon.feed("tag_hit", tag("t1", T0, "browsed", "shoes"))
+        merge = {
+            "message_id": "login",
+            "person_id": "p-anon",
+            "device_id": None,
+            "event_time": T0 + 9,
+            "kind": "merge",
+            "record_type": None,
+            "original": None,
+            "details": {"merged_into": "p-known"},
+        }
+        anon.apply(merge, None)
+        assert session_due(anon.state) is None  # nothing ends on the merged-away person
+        known.apply(anon.routed[0], None)
+        known.now = anon.now + CFG.session_timeout_ms
+        known.tick()
+        assert known.enriched[-1]["kind"] == "session_end"
+        assert known.enriched[-1]["person_id"] == "p-known"
+        assert known.enriched[-1]["details"]["session_id"] == f"p-anon:{T0}"

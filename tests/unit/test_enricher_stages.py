@@ -8,8 +8,8 @@ from services.common.serde import Serde
 from services.common.steps import SourcePosition
 from services.enricher import versions
 from services.enricher.hop_copies import HopCopies
-from services.enricher.person import PersonConfig
-from services.enricher.stages import Outcome, Stages
+from services.enricher.person import PersonConfig, session_due
+from services.enricher.stages import Outcome, Stages, to_ms
 from tests.enricher_records import T0, event, tag
 
 SERDE = Serde()
@@ -20,7 +20,8 @@ class Pipeline:
     """Runs both stages over dict tables the way the faust agents do: sends, then writes."""
 
     def __init__(self) -> None:
-        self.stages = Stages(SERDE, PersonConfig(), "reject", TOPICS)
+        self.now = 1_000_000  # the enricher's clock, epoch ms
+        self.stages = Stages(SERDE, PersonConfig(), "reject", TOPICS, clock=lambda: self.now)
         self.identity: dict[str, Any] = {}
         self.persons: dict[str, Any] = {}
         self.actions: list[tuple[str, str]] = []
@@ -67,6 +68,25 @@ class TestStages:
             ("send profiles", ""),
             ("write persons", ""),
         ]
+
+    def test_the_timer_ends_a_due_session_once_and_leaves_an_active_one(self):
+        """A tick ends the sessions of the persons given that are due by the clock, and only those."""
+        p = Pipeline()
+        timeout = PersonConfig().session_timeout_ms
+        p.feed("event", event("e1", T0, install_id="d1"))
+        p.now += 60_000
+        p.feed("event", event("e2", T0 + 1, install_id="d2"))
+        quiet, busy = sorted(p.persons, key=lambda person: session_due(p.persons[person]) or 0)
+        assert {p.persons[quiet]["p"], p.persons[busy]["p"]} == {0}  # the index is rebuilt per partition
+        p.now += timeout - 60_000
+        outcome = p.stages.tick(p.persons, [quiet, busy])
+        (end,) = [SERDE.decode(send.value)[1] for send in outcome.sends]
+        assert (end["kind"], end["person_id"], to_ms(end["event_time"])) == ("session_end", quiet, T0)
+        assert list(outcome.writes) == [quiet] and session_due(outcome.writes[quiet]) is None
+        p.perform(outcome, p.persons, "persons")
+        assert p.stages.tick(p.persons, [quiet, busy]).sends == []  # busy: activity 60 s later
+        p.now += 60_000
+        assert [s.output for s in p.stages.tick(p.persons, [quiet, busy]).sends] == ["enriched"]
 
     def test_undecodable_bytes_become_one_dead_letter_and_nothing_else(self):
         """Garbage is parked with a reason; no state is written."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.common.clock import Clock
-from services.trigger.due import DueIndex
+from services.common.due import DueIndex
 
 
 class TestDueIndex:

@@ -1,7 +1,8 @@
-"""The in-memory index of when each person next needs ``on_tick``, per partition.
+"""The in-memory index of when each person of a partition next needs a tick (a timer), per partition.
 
-It is derived data: rebuilt from the ``states`` table (each entry stores its partition and its
-next due time) whenever a partition is (re)assigned, then kept up to date by every decision.
+It is derived data: rebuilt from a faust table (each entry stores its partition and its next due
+time) whenever a partition is (re)assigned, then kept up to date by every write. The trigger's
+pending sends and the enricher's session ends use it.
 A heap per partition with lazy deletion: setting a new due time leaves the old heap entry behind,
 and popping skips entries that no longer match the person's current due time.
 """
