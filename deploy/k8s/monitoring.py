@@ -417,6 +417,14 @@ def panels() -> list[dict]:
             ],
             "short",
         ),
+        _panel(
+            "Enricher geofence catalogue",
+            [
+                ("max by (kind) (enricher_geofences)", "{{kind}} entries"),
+                ("sum by (result) (rate(enricher_geofence_records_total[5m]))", "topic records {{result}}"),
+            ],
+            "short",
+        ),
     ]
     trigger = [
         _panel(

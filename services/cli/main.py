@@ -15,6 +15,7 @@ from services.cli import demo as demo_mod
 from services.cli import produce as produce_mod
 from services.cli import stack as stack_mod
 from services.cli.dlq import dlq_app
+from services.cli.geofences import geofences_app
 from services.cli.importer import import_app
 from services.cli.progress import progress_bar
 from services.cli.registry import registry_app
@@ -39,6 +40,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(registry_app, name="registry")
 app.add_typer(import_app, name="import")
 app.add_typer(segments_app, name="segments")
+app.add_typer(geofences_app, name="geofences")
 app.command("report")(analytics_mod.report)
 app.command("query")(analytics_mod.query)
 

@@ -57,11 +57,12 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
 
 def produce_acknowledged(
     settings: Settings,
-    messages: Iterable[tuple[str, bytes | None, bytes]],
+    messages: Iterable[tuple[str, bytes | None, bytes | None]],
     on_delivered: Callable[[int], Any] = lambda n: None,
     timeout: float = 120.0,
 ) -> None:
-    """Produce (topic, key, value) messages in order; return once all are acknowledged, else raise."""
+    """Produce (topic, key, value) messages in order (value None: a tombstone); return once all are
+    acknowledged, else raise."""
     producer = make_producer(settings)
     failures: list[str] = []
 

@@ -78,6 +78,9 @@ DEAD_LETTERS = TopicSpec("dead-letters", "dead_letter", partitions=3, retention_
 
 # Collector: SMS short-link code -> signed tracking token (UTF-8 text), kept forever by compaction.
 SHORT_LINKS = TopicSpec("short-links", None, partitions=3, cleanup_policy="compact", retention_ms=-1)
+# The geofence and iBeacon catalogue, one record per entry keyed geofence:<id> / beacon:<id>
+# (value: the entry's JSON; a tombstone removes it), followed by every enricher instance.
+GEOFENCES = TopicSpec("geofences", None, partitions=1, cleanup_policy="compact", retention_ms=-1)
 
 # Enricher internals: the identity stage input (one partition: the identity directory is global,
 # see docs/design.md) and the person stage input (keyed by person id).
@@ -118,6 +121,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     DEAD_LETTERS,
     INGEST_DEDUP,
     SHORT_LINKS,
+    GEOFENCES,
 )
 
 RAW_TOPIC_BY_NAME = {spec.name: spec for spec in RAW_TOPICS}

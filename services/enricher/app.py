@@ -18,6 +18,7 @@ assignment; the timer sends a ``rebuild`` tick in case there is none).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from services.common.clock import Clock
 from services.common.due import DueIndex
 from services.common.faust_commits import confirmed_offset
 from services.common.faust_service import RAW, faust_app
+from services.common.follow import TopicFollower
 from services.common.kafka import read_before
 from services.common.logs import get_logger
 from services.common.serde import Serde
@@ -39,12 +41,14 @@ from services.common.topics import (
     ENRICHER_IDENTITY,
     ENRICHER_ROUTED,
     ENRICHER_TICKS,
+    GEOFENCES,
     PROFILES,
     VALID_TOPICS,
     topic_name,
 )
 from services.enricher import metrics
-from services.enricher.geofences import load_catalogue
+from services.enricher.catalogue_feed import CatalogueFeed
+from services.enricher.geofences import CatalogueFile, read_catalogue_file
 from services.enricher.person import PersonConfig, session_due
 from services.enricher.readback import produced
 from services.enricher.settings import EnricherSettings
@@ -61,8 +65,15 @@ def person_config(s: EnricherSettings) -> PersonConfig:
         session_timeout_ms=int(s.enricher_session_timeout_s * 1000),
         dwell_ms=int(s.enricher_dwell_s * 1000),
         hysteresis_m=s.enricher_hysteresis_m,
-        catalogue=load_catalogue(s.enricher_geofence_file),
     )
+
+
+def catalogue_follower(s: EnricherSettings) -> tuple[CatalogueFeed, TopicFollower]:
+    """The geofence file's entries overlaid by the geofences topic's (``catalogue_feed.py``); the
+    follower is started with the worker (the ``follow_catalogue`` task), not here."""
+    path = s.enricher_geofence_file
+    feed = CatalogueFeed(read_catalogue_file(path) if path else CatalogueFile())
+    return feed, TopicFollower(s, topic_name(GEOFENCES, s), feed.apply, "geofences")
 
 
 def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) -> faust.App:
@@ -89,6 +100,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
     person_inputs = app.topic(outputs["routed"].get_topic_name(), ticks_name, **RAW)
     table_opts: dict[str, Any] = {"default": None}  # untyped tables: json in changelogs
     clock = Clock(s.enricher_clock_file)
+    catalogue, follower = catalogue_follower(s)
     identity = app.Table("identity", partitions=ENRICHER_IDENTITY.partitions, **table_opts)
     persons = app.Table("persons", partitions=ENRICHER_ROUTED.partitions, **table_opts)
     stages = Stages(
@@ -98,6 +110,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         {name: topic.get_topic_name() for name, topic in outputs.items()},
         s.enricher_copy_window,
         clock.now_ms,
+        catalogue.current,
     )
     sessions = DueIndex()  # routed partition -> persons whose session the clock ends, and when
     in_flight: dict[int, float] = {}  # partition -> when its tick was sent (monotonic)
@@ -141,8 +154,26 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
 
     crash_at = s.enricher_crash_after_state_write
 
+    catalogue_ready = asyncio.Event()  # the person stage starts once the catalogue is read
+
+    @app.task
+    async def follow_catalogue() -> None:
+        # The first points should meet the whole catalogue, not the part read so far.
+        follower.start()
+        waited = time.monotonic()
+        while not follower.caught_up and time.monotonic() - waited < s.enricher_catalogue_wait_s:
+            await asyncio.sleep(0.05)
+        current = catalogue.current()
+        sizes = {"geofences": len(current.geofences), "beacons": len(current.beacons or {})}
+        if not follower.caught_up:
+            log.warning("geofences topic not read to its end: going on with what is read", extra=sizes)
+        else:
+            log.info("geofence catalogue read", extra=sizes)
+        catalogue_ready.set()
+
     @app.agent(person_inputs)
     async def person_stage(stream: Any) -> None:
+        await catalogue_ready.wait()
         async for event in stream.events():
             partition = event.message.partition
             if partition not in sessions.built:  # first input of a partition since its assignment
@@ -209,6 +240,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
             in_flight[p] = mono
             await ticks.send(value=kind, partition=p)
         metrics.OPEN_SESSIONS.set(sessions.pending())
+        catalogue.current()  # a changed catalogue is rebuilt (and its gauge set) without waiting for a point
 
     @app.on_partitions_revoked.connect
     async def revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
@@ -228,6 +260,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
 
     @app.task
     async def ready() -> None:
+        await catalogue_ready.wait()
         on_ready()
 
     return app

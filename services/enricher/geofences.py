@@ -6,6 +6,11 @@ Catalogue file (JSON)::
                    {"id": "park", "polygon": [[53.0, -6.0], [53.0, -6.1], [53.1, -6.1]]}],
      "beacons": [{"id": "door", "uuid": "f7826da6-...", "major": 1, "minor": 2}]}
 
+The same entries can come from the compacted ``geofences`` topic, one record per entry, keyed
+``geofence:<id>`` or ``beacon:<id>``, the entry's JSON as value (a tombstone removes it); see
+``catalogue_feed.py``. Every entry is checked (a circle or a polygon of 3+ points, coordinates
+in range, beacon major/minor 0..65535, no unknown field); an error names the entry.
+
 Hysteresis: a point enters at the edge but exits only ``hysteresis_m`` beyond it, so GPS jitter at
 the edge does not flap. ``dwelled`` fires once per visit, on the first point at least ``dwell_ms``
 after entering.
@@ -15,9 +20,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 EARTH_RADIUS_M = 6_371_000.0
 
@@ -48,22 +56,100 @@ class Catalogue:
         return (self.beacons or {}).get(region_id.lower(), region_id)
 
 
+class CatalogueError(ValueError):
+    """A catalogue entry (or file) that cannot be used; the message names the entry."""
+
+
+class GeofenceEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    name: str | None = None
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    radius_m: float | None = Field(default=None, gt=0)
+    polygon: list[tuple[float, float]] | None = Field(default=None, min_length=3)
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> GeofenceEntry:
+        circle = (self.latitude, self.longitude, self.radius_m)
+        if self.polygon is not None:
+            if any(v is not None for v in circle):
+                raise ValueError("a polygon takes no latitude/longitude/radius_m")
+        elif any(v is None for v in circle):
+            raise ValueError("a circle needs latitude, longitude and radius_m (or give a polygon)")
+        return self
+
+    def fence(self) -> Geofence:
+        if self.polygon is not None:
+            return Geofence(self.id, polygon=tuple((float(a), float(b)) for a, b in self.polygon))
+        assert self.latitude is not None and self.longitude is not None and self.radius_m is not None
+        return Geofence(self.id, self.latitude, self.longitude, self.radius_m)
+
+
+class BeaconEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    name: str | None = None
+    uuid: str = Field(min_length=1)
+    major: int = Field(ge=0, le=65535)
+    minor: int = Field(ge=0, le=65535)
+
+    @property
+    def region(self) -> str:
+        """How a device reports it (lowercase ``uuid:major:minor``)."""
+        return f"{self.uuid}:{self.major}:{self.minor}".lower()
+
+
+class CatalogueFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    geofences: list[GeofenceEntry] = []
+    beacons: list[BeaconEntry] = []
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> CatalogueFile:
+        for kind, entries in (("geofence", self.geofences), ("beacon", self.beacons)):
+            ids = [e.id for e in entries]
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            if twice:
+                raise ValueError(f"{kind} ids given twice: {', '.join(twice)}")
+        return self
+
+
+def build_catalogue(geofences: Iterable[GeofenceEntry], beacons: Iterable[BeaconEntry]) -> Catalogue:
+    return Catalogue(tuple(g.fence() for g in geofences), {b.region: b.id for b in beacons})
+
+
+def read_catalogue_file(path: Path) -> CatalogueFile:
+    """The file's entries, checked; :class:`CatalogueError` names the file and the entry."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise CatalogueError(f"{path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise CatalogueError(f"{path}: not JSON: {exc}") from None
+    try:
+        return CatalogueFile.model_validate(raw)
+    except ValidationError as exc:
+        raise CatalogueError(f"{path}: {describe(exc)}") from None
+
+
 def load_catalogue(path: Path | None) -> Catalogue:
     if path is None:
         return Catalogue()
-    raw = json.loads(Path(path).read_text())
-    fences = tuple(
-        Geofence(
-            id=str(g["id"]),
-            latitude=float(g.get("latitude", 0.0)),
-            longitude=float(g.get("longitude", 0.0)),
-            radius_m=float(g.get("radius_m", 0.0)),
-            polygon=tuple((float(a), float(b)) for a, b in g.get("polygon", [])),
-        )
-        for g in raw.get("geofences", [])
-    )
-    beacons = {f"{b['uuid']}:{b['major']}:{b['minor']}".lower(): str(b["id"]) for b in raw.get("beacons", [])}
-    return Catalogue(fences, beacons)
+    file = read_catalogue_file(path)
+    return build_catalogue(file.geofences, file.beacons)
+
+
+def describe(exc: ValidationError) -> str:
+    """Pydantic's errors as ``geofences[2].radius_m: Input should be greater than 0; ...``."""
+    parts = []
+    for error in exc.errors():
+        where = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in error["loc"]).lstrip(".")
+        parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    return "; ".join(parts)
 
 
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -20,6 +20,10 @@ SESSIONS_ENDED = Counter(
 )
 OPEN_SESSIONS = Gauge("enricher_open_sessions", "Sessions waiting for their inactivity timer (here).")
 TICKS = Counter("enricher_ticks_total", "Timer ticks handled, by kind (rebuild, due).", ["kind"])
+GEOFENCE_RECORDS = Counter(
+    "enricher_geofence_records_total", "geofences topic records, by result (applied, refused).", ["result"]
+)
+GEOFENCES = Gauge("enricher_geofences", "Entries in the geofence catalogue in use, by kind.", ["kind"])
 MERGES = Counter("enricher_merges_total", "Persons merged into another.", ["stage"])
 LATENCY = Histogram(
     "enricher_record_seconds",

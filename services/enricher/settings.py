@@ -37,6 +37,11 @@ class EnricherSettings(Settings):
     enricher_geofence_file: Path | None = Field(
         default=None, description="JSON catalogue of geofences (circles, polygons) and iBeacons."
     )
+    enricher_catalogue_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="At start, how long to wait for the geofences topic to be read to its end.",
+    )
     enricher_dwell_s: float = Field(default=300.0, description="Time inside a geofence before `dwelled`.")
     enricher_hysteresis_m: float = Field(
         default=50.0, description="Exit only this far beyond a geofence's edge (GPS jitter)."

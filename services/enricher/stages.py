@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from services.common.serde import Serde, SerdeError
 from services.common.steps import Rejection, SourcePosition, dead_letter
 from services.enricher import metrics, outbox, versions
 from services.enricher import profile as prof
+from services.enricher.geofences import Catalogue
 from services.enricher.hop_copies import WINDOW, HopCopies
 from services.enricher.identity import resolve
 from services.enricher.person import Output, PersonConfig, apply, end_session
@@ -54,9 +55,11 @@ class Stages:
         topics: Mapping[str, str],
         copy_window: int = WINDOW,
         clock: Callable[[], int] = lambda: int(time.time() * 1000),
+        catalogue: Callable[[], Catalogue] | None = None,
     ) -> None:
         self.serde, self.cfg, self.policy, self.topics = serde, cfg, conflict_policy, topics
         self.clock = clock  # epoch ms: when a session's timer ends it (services/common/clock.py)
+        self.catalogue = catalogue  # the geofence catalogue as it changes (catalogue_feed.py)
         # partition -> (message_id, kind) found at the end of enriched (readback.py), read at the
         # partition's first replay of an applied record in this process.
         self.produced: dict[int, set[tuple[str, str]]] = {}
@@ -113,7 +116,7 @@ class Stages:
             return self._applied_before(state, env, dedup, source)
         try:
             record = self.serde.decode(env["original"])[1] if env["original"] else None
-            new_state, outputs = apply(state, env, record, self.cfg, self.clock())
+            new_state, outputs = apply(state, env, record, self._config(), self.clock())
         except Exception as exc:  # a bug must not stop the partition: park the record, say why
             log.exception("person stage failed", extra={"offset": source.offset})
             return self._reject("person", internal_error(exc), source, env["message_id"])
@@ -128,6 +131,11 @@ class Stages:
         metrics.RECORDS.labels("person", env["kind"]).inc()
         metrics.LATENCY.labels("person").observe(time.perf_counter() - started)
         return outcome
+
+    def _config(self) -> PersonConfig:
+        if self.catalogue is not None and (current := self.catalogue()) is not self.cfg.catalogue:
+            self.cfg = replace(self.cfg, catalogue=current)
+        return self.cfg
 
     def tick(self, table: Mapping[str, Any], persons: Iterable[str]) -> Outcome:
         """The timer (a tick of the persons' partition): end the sessions due by the clock.

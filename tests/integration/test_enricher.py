@@ -18,8 +18,9 @@ from services.common.settings import Settings
 from services.common.topics import ENRICHER_IDENTITY, topic_name
 from services.enricher.settings import EnricherSettings
 from services.enricher.stages import to_ms
+from tests.conftest import settings_env
 from tests.enricher_records import T0, event, gps, tag, update
-from tests.helpers import wait_until
+from tests.helpers import tagstream, wait_until
 from tests.integration.enricher_harness import VALID_BY_TYPE, Enricher, Topics
 
 pytestmark = pytest.mark.integration
@@ -177,6 +178,58 @@ def test_a_quiet_session_ends_by_the_clock_once_also_across_a_kill(
         "session_end",
         "session_start",
     ]
+
+
+def test_geofences_published_on_the_topic_apply_without_a_restart(
+    enricher: Enricher, topics: Topics, settings: Settings, tmp_path: Path
+):
+    """`tagstream geofences publish` checks a catalogue file (an error names the entry) and writes
+    it to the geofences topic; the running enricher tracks the new fence at once, on top of its
+    file's, and stops tracking it once `--prune` removed it."""
+    env = settings_env(settings)
+    port = wait_until(lambda: enricher.health_port(), what="health port in the log")
+
+    def fences_in_use() -> float:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        return next(
+            (
+                float(x.split()[-1])
+                for x in text.splitlines()
+                if x.startswith('enricher_geofences{kind="geofence"}')
+            ),
+            0.0,
+        )
+
+    wait_until(lambda: fences_in_use() == 1, what="the file's fence in use")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"geofences": [{"id": "cafe", "latitude": 53.36, "longitude": -6.26}]}))
+    refused = tagstream("geofences", "publish", str(bad), env=env)
+    assert refused.returncode == 2
+    assert "geofences[0]: Value error, a circle needs latitude, longitude and radius_m" in refused.stderr
+    cafe = {"id": "cafe", "latitude": 53.3498 + 10 * NORTH, "longitude": -6.2603, "radius_m": 50}
+    good = tmp_path / "catalogue.json"
+    good.write_text(json.dumps({"geofences": [cafe]}))
+    published = tagstream("geofences", "publish", str(good), env=env)
+    assert published.returncode == 0, published.stderr
+    listed = tagstream("geofences", "list", "--format", "json", env=env)
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == ["cafe"]
+    wait_until(lambda: fences_in_use() == 2, what="the published fence in use")
+    topics.send("location", gps("at-cafe", T0, 53.3498 + 10 * NORTH, -6.2603, install_id="coffee"))
+    entered = lambda device: [  # noqa: E731
+        e["details"]["region_id"]
+        for events in topics.enriched.values()
+        for e in events
+        if e["kind"] == "geofence_entered" and e["device_id"] == f"install_id:{device}"
+    ]
+    topics.wait(lambda: entered("coffee") == ["cafe"], "the cafe entered")
+    good.write_text(json.dumps({"geofences": []}))
+    pruned = tagstream("geofences", "publish", "--prune", str(good), env=env)
+    assert pruned.returncode == 0 and "removed 1" in pruned.stdout, pruned.stderr
+    wait_until(lambda: fences_in_use() == 1, what="the fence removed")
+    topics.send("location", gps("at-cafe-2", T0, 53.3498 + 10 * NORTH, -6.2603, install_id="latte"))
+    topics.send("location", gps("at-shop", T0 + 1, 53.3498, -6.2603, install_id="latte"))
+    topics.wait(lambda: entered("latte"), "the shop entered")  # after the cafe point: same device
+    assert entered("latte") == ["shop"]
 
 
 def test_input_written_in_transactions_is_committed_to_its_end(
