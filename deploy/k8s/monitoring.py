@@ -409,10 +409,11 @@ def panels() -> list[dict]:
         ),
         _panel("Enricher time per record", _quantiles("enricher_record_seconds", "stage"), "s"),
         _panel(
-            "Enricher sessions",
+            "Enricher sessions and dwells",
             [
-                ("sum by (by) (rate(enricher_sessions_ended_total[5m]))", "ended by {{by}}"),
-                ("sum(enricher_open_sessions)", "open (waiting for their timer)"),
+                ("sum by (by) (rate(enricher_sessions_ended_total[5m]))", "sessions ended by {{by}}"),
+                ("sum by (by) (rate(enricher_gps_dwells_total[5m]))", "dwells by {{by}}"),
+                ("sum(enricher_timers)", "persons waiting on the clock"),
                 ("sum by (kind) (rate(enricher_ticks_total[5m]))", "ticks {{kind}}"),
             ],
             "short",

@@ -9,9 +9,10 @@ Values are raw bytes in faust; decoding, the pure steps and encoding live in ``s
 Tables live in RocksDB (rocksdict) and are restored from their changelog topics after a restart
 or when partitions move.
 
-A session with no activity ends by the clock. Faust tables are written only while an input event
-of their partition is processed, so time reaches the person stage as messages: the timer sends a
-tick to partition p of ``enricher.ticks`` when a session of p is due (an in-memory
+A session with no activity ends, and a GPS visit with no exit dwells, by the clock. Faust tables
+are written only while an input event of their partition is processed, so time reaches the person
+stage as messages: the timer sends a tick to partition p of ``enricher.ticks`` when a person of p
+is due (``person.timer_due``; an in-memory
 :class:`DueIndex`, rebuilt from the table at the first input of a partition after its
 assignment; the timer sends a ``rebuild`` tick in case there is none).
 """
@@ -49,7 +50,7 @@ from services.common.topics import (
 from services.enricher import metrics
 from services.enricher.catalogue_feed import CatalogueFeed
 from services.enricher.geofences import CatalogueFile, read_catalogue_file
-from services.enricher.person import PersonConfig, session_due
+from services.enricher.person import PersonConfig, timer_due
 from services.enricher.readback import produced
 from services.enricher.settings import EnricherSettings
 from services.enricher.stages import Outcome, Stages
@@ -112,7 +113,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         clock.now_ms,
         catalogue.current,
     )
-    sessions = DueIndex()  # routed partition -> persons whose session the clock ends, and when
+    timers = DueIndex()  # routed partition -> persons the clock has something for (timer_due), and when
     in_flight: dict[int, float] = {}  # partition -> when its tick was sent (monotonic)
 
     async def perform(outcome: Outcome, table: Any, acknowledged: bool = False) -> None:
@@ -176,10 +177,10 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         await catalogue_ready.wait()
         async for event in stream.events():
             partition = event.message.partition
-            if partition not in sessions.built:  # first input of a partition since its assignment
-                rebuild_sessions(partition)
+            if partition not in timers.built:  # first input of a partition since its assignment
+                rebuild_timers(partition)
             if event.message.topic == ticks_name:
-                await end_sessions(partition, event.value)
+                await on_timers(partition, event.value)
                 continue
             outcome = stages.person(persons, _position(event), _committed(app, event))
             if outcome.read_back is not None:  # the first replay of an applied record here
@@ -203,43 +204,43 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
                 await crash_after_state_write(outcome, persons)
             await perform(outcome, persons)
             for person, state in outcome.writes.items():
-                sessions.set(partition, person, session_due(state))
+                timers.set(partition, person, timer_due(state))
 
-    def rebuild_sessions(partition: int) -> None:
+    def rebuild_timers(partition: int) -> None:
         # Faust delivers a partition's events only once its tables are recovered.
         for person, state in persons.items():
             if state and state.get("p") == partition:
-                sessions.set(partition, person, session_due(state))
-        sessions.built.add(partition)
-        log.info("session timers rebuilt", extra={"partition": partition, "open": sessions.pending()})
+                timers.set(partition, person, timer_due(state))
+        timers.built.add(partition)
+        log.info("timers rebuilt", extra={"partition": partition, "waiting": timers.pending()})
 
-    async def end_sessions(partition: int, value: bytes | None) -> None:
+    async def on_timers(partition: int, value: bytes | None) -> None:
         in_flight.pop(partition, None)
         metrics.TICKS.labels("rebuild" if value == b"rebuild" else "due").inc()
-        due = sessions.take_due(partition, clock.now_ms())
+        due = timers.take_due(partition, clock.now_ms())
         await perform(stages.tick(persons, due), persons, acknowledged=True)
         for person in due:
-            sessions.set(partition, person, session_due(persons.get(person)))
+            timers.set(partition, person, timer_due(persons.get(person)))
 
     @app.timer(interval=s.enricher_tick_seconds)
     async def wake() -> None:
         actives = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == ticks_name}
-        if actives != sessions.assigned:
-            sessions.reassign(actives)
+        if actives != timers.assigned:
+            timers.reassign(actives)
             in_flight.clear()
         now_ms, mono = clock.now_ms(), time.monotonic()
         for p in sorted(actives):
             if mono - in_flight.get(p, -TICK_RESEND_S) < TICK_RESEND_S:
                 continue  # its previous tick is on the way
-            if p not in sessions.built:
+            if p not in timers.built:
                 kind = b"rebuild"
-            elif sessions.has_due(p, now_ms):
+            elif timers.has_due(p, now_ms):
                 kind = b"due"
             else:
                 continue
             in_flight[p] = mono
             await ticks.send(value=kind, partition=p)
-        metrics.OPEN_SESSIONS.set(sessions.pending())
+        metrics.TIMERS.set(timers.pending())
         catalogue.current()  # a changed catalogue is rebuilt (and its gauge set) without waiting for a point
 
     @app.on_partitions_revoked.connect
@@ -247,7 +248,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         # Forget at once: if the partition comes back, another instance may have changed it meanwhile.
         for tp in revoked:
             if tp.topic == ticks_name:
-                sessions.forget(tp.partition)
+                timers.forget(tp.partition)
                 in_flight.pop(tp.partition, None)
 
     async def crash_after_state_write(outcome: Outcome, table: Any) -> None:

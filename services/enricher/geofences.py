@@ -180,24 +180,44 @@ def track(
     catalogue: Catalogue,
     dwell_ms: int,
     hysteresis_m: float,
+    now_ms: int,
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """One GPS point of one device: new visits ``{fence: {"since", "dwelled"}}`` and transitions."""
+    """One GPS point of one device: new visits ``{fence: {"since", "dwelled", "due"}}`` and
+    transitions. ``due`` is when the clock (``now_ms``, processing time) says the visit dwelled if
+    no point says so first (:func:`dwells_due`): a device that stays put may stop reporting."""
     visits = dict(visits)
     transitions: list[tuple[str, str]] = []
     for fence in catalogue.geofences:
         outside = fence.distance_outside_m(lat, lon)
         visit = visits.get(fence.id)
         if visit is None and outside <= 0:
-            visits[fence.id] = visit = {"since": time_ms, "dwelled": False}
+            visits[fence.id] = visit = {"since": time_ms, "dwelled": False, "due": now_ms + dwell_ms}
             transitions.append(("geofence_entered", fence.id))
         elif visit is not None and outside > hysteresis_m:
             del visits[fence.id]
             transitions.append(("geofence_exited", fence.id))
             continue
         if visit is not None and not visit["dwelled"] and time_ms - visit["since"] >= dwell_ms:
-            visits[fence.id] = {**visit, "dwelled": True}
+            visits[fence.id] = {**visit, "dwelled": True, "due": None}
             transitions.append(("geofence_dwelled", fence.id))
     return visits, transitions
+
+
+def dwell_due(visits: dict[str, Any]) -> int | None:
+    """The earliest time the clock makes one of these visits dwell (None: none will)."""
+    dues = [v["due"] for v in visits.values() if not v["dwelled"] and v.get("due") is not None]
+    return min(dues, default=None)
+
+
+def dwells_due(visits: dict[str, Any], now_ms: int) -> tuple[dict[str, Any], list[str]]:
+    """The timer: visits still open (no exit seen) whose dwell time passed by the clock dwell now."""
+    visits = dict(visits)
+    fences = []
+    for fence_id, visit in sorted(visits.items()):
+        if not visit["dwelled"] and visit.get("due") is not None and visit["due"] <= now_ms:
+            visits[fence_id] = {**visit, "dwelled": True, "due": None}
+            fences.append(fence_id)
+    return visits, fences
 
 
 DEVICE_REGION_KINDS = {"enter": "geofence_entered", "exit": "geofence_exited", "dwell": "geofence_dwelled"}

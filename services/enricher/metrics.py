@@ -18,7 +18,10 @@ SESSIONS_ENDED = Counter(
     "Sessions ended, by what noticed the inactivity: the timer, or the next activity (by event time).",
     ["by"],
 )
-OPEN_SESSIONS = Gauge("enricher_open_sessions", "Sessions waiting for their inactivity timer (here).")
+DWELLS = Counter(
+    "enricher_gps_dwells_total", "GPS visits that dwelled, by what noticed: a point, or the timer.", ["by"]
+)
+TIMERS = Gauge("enricher_timers", "Persons with a session end or a dwell waiting on the clock (here).")
 TICKS = Counter("enricher_ticks_total", "Timer ticks handled, by kind (rebuild, due).", ["kind"])
 GEOFENCE_RECORDS = Counter(
     "enricher_geofence_records_total", "geofences topic records, by result (applied, refused).", ["result"]

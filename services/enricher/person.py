@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from services.enricher import profile as prof
-from services.enricher.geofences import DEVICE_REGION_KINDS, Catalogue, track
+from services.enricher.geofences import DEVICE_REGION_KINDS, Catalogue, dwell_due, dwells_due, track
 
 Output = tuple[str, dict[str, Any]]
 ATTRIBUTION_KEYS = ("campaign", "source", "medium", "click_id")
@@ -81,7 +81,7 @@ def apply(
         if record["channel"] == "app" and record["status"] == "uninstalled" and device:
             prof.uninstall(p, device)
     elif kind == "location" and record is not None:
-        outputs += _location(state, env, record, cfg)
+        outputs += _location(state, env, record, cfg, now_ms)
     if emit and kind in ("event", "tag") and device is not None:
         outputs += _session(state, person, device, t, cfg, now_ms, env["message_id"])
         if state["sess"]:
@@ -129,24 +129,55 @@ def _session(
     return outputs
 
 
-def session_due(state: dict[str, Any] | None) -> int | None:
-    """When the enricher's clock ends this person's session if no activity comes (None: never)."""
+def timer_due(state: dict[str, Any] | None) -> int | None:
+    """When the enricher's clock next has something to do for this person without further input:
+    end the session, or make a visit dwell (None: nothing)."""
     if not state or state["profile"].get("merged_into"):
-        return None  # a merged-away person's session went to the survivor
+        return None  # a merged-away person's session and visits went to the survivor
+    dues = [dwell_due(visits) for visits in state["geo"].values()]
+    dues.append(_session_due(state))
+    return min((d for d in dues if d is not None), default=None)
+
+
+def _session_due(state: dict[str, Any]) -> int | None:
     sess = state.get("sess")
     return None if sess is None or sess.get("ended") else sess.get("due")
 
 
-def end_session(state: dict[str, Any], person: str, now_ms: int) -> tuple[dict[str, Any], list[Output]]:
-    """The timer: a session with no activity applied for the timeout ends now; its end keeps the
-    event time of its last activity (the same ``session_end`` the next activity would have shown)."""
-    due = session_due(state)
+def on_timer(
+    state: dict[str, Any], person: str, now_ms: int, cfg: PersonConfig
+) -> tuple[dict[str, Any], list[Output]]:
+    """The clock reached ``now_ms``: a session with no activity applied for the timeout ends (its end
+    keeps the event time of its last activity, as if the next activity had shown the gap), and a
+    visit with no exit seen for the dwell time dwells (at its entry's event time + the dwell time)."""
+    due = timer_due(state)
     if due is None or due > now_ms:
         return state, []
     state = json.loads(json.dumps(state))  # never mutate the caller's copy
-    sess = state["sess"]
-    sess["ended"], sess["due"] = True, None
-    return state, [_session_end(person, sess)]
+    outputs: list[Output] = []
+    due = _session_due(state)
+    if due is not None and due <= now_ms:
+        sess = state["sess"]
+        sess["ended"], sess["due"] = True, None
+        outputs.append(_session_end(person, sess))
+    for device, visits in sorted(state["geo"].items()):
+        state["geo"][device], fences = dwells_due(visits, now_ms)
+        for fence in fences:
+            since = visits[fence]["since"]
+            outputs.append(_dwelled(person, device, fence, since, since + cfg.dwell_ms))
+    return state, outputs
+
+
+def _dwelled(person: str, device: str, fence: str, since: int, t: int) -> Output:
+    # One id per visit, whichever notices the dwell (a point or the clock): never both.
+    details = {
+        "region_id": fence,
+        "region_kind": "geofence",
+        "reported_by": "gps",
+        "duration_ms": str(t - since),
+    }
+    mid = f"{device}:{fence}:{since}:dwelled"
+    return _derived(person, None if device == "-" else device, t, "geofence_dwelled", mid, details)
 
 
 def _session_end(person: str, sess: dict[str, Any]) -> Output:
@@ -198,7 +229,7 @@ def _receipt(p: dict[str, Any], record: dict[str, Any], t: int) -> None:
 
 
 def _location(
-    state: dict[str, Any], env: dict[str, Any], record: dict[str, Any], cfg: PersonConfig
+    state: dict[str, Any], env: dict[str, Any], record: dict[str, Any], cfg: PersonConfig, now_ms: int
 ) -> list[Output]:
     person, device, t = env["person_id"], env["device_id"], env["event_time"]
     if record["kind"] in DEVICE_REGION_KINDS:  # the device saw it itself: pass it on, normalised
@@ -220,21 +251,19 @@ def _location(
     if lat is None or lon is None:
         return []
     prof.locate(state["profile"], lat, lon, t)
+    key = device or "-"
     visits, transitions = track(
-        state["geo"].get(device or "-", {}), lat, lon, t, cfg.catalogue, cfg.dwell_ms, cfg.hysteresis_m
+        state["geo"].get(key, {}), lat, lon, t, cfg.catalogue, cfg.dwell_ms, cfg.hysteresis_m, now_ms
     )
-    state["geo"][device or "-"] = visits
-    return [
-        _derived(
-            person,
-            device,
-            t,
-            kind,
-            f"{env['message_id']}:{kind}:{region}",
-            {"region_id": region, "region_kind": "geofence", "reported_by": "gps"},
-        )
-        for kind, region in transitions
-    ]
+    state["geo"][key] = visits
+    outputs: list[Output] = []
+    for kind, region in transitions:
+        if kind == "geofence_dwelled":
+            outputs.append(_dwelled(person, key, region, visits[region]["since"], t))
+            continue
+        details = {"region_id": region, "region_kind": "geofence", "reported_by": "gps"}
+        outputs.append(_derived(person, device, t, kind, f"{env['message_id']}:{kind}:{region}", details))
+    return outputs
 
 
 def _hand_over(state: dict[str, Any], env: dict[str, Any]) -> tuple[dict[str, Any], list[Output]]:
@@ -260,7 +289,7 @@ def _absorb(
     prof.merge(state["profile"], other["profile"], cfg.max_devices)
     for key in ("launch", "geo"):
         state[key] = {**other[key], **state[key]}
-    if session_due(state) is None and session_due(other) is not None:
+    if _session_due(state) is None and _session_due(other) is not None:
         state["sess"] = other["sess"]  # the merged person's open session goes on here
     merged = {**env, "kind": "merge", "details": {"merged_from": source}}
     return state, [("enriched", merged), ("profile", prof.to_record(state["profile"], target))]

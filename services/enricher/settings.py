@@ -27,7 +27,7 @@ class EnricherSettings(Settings):
         "else by the enricher's clock this long after the last activity was applied.",
     )
     enricher_tick_seconds: float = Field(
-        default=1.0, gt=0, description="How often the timer looks for sessions to end (without activity)."
+        default=1.0, gt=0, description="How often the timer looks for sessions to end and visits to dwell."
     )
     enricher_clock_file: Path | None = Field(
         default=None,
@@ -42,7 +42,9 @@ class EnricherSettings(Settings):
         ge=0,
         description="At start, how long to wait for the geofences topic to be read to its end.",
     )
-    enricher_dwell_s: float = Field(default=300.0, description="Time inside a geofence before `dwelled`.")
+    enricher_dwell_s: float = Field(
+        default=300.0, description="Time inside a geofence before `dwelled` (by a point, else by the clock)."
+    )
     enricher_hysteresis_m: float = Field(
         default=50.0, description="Exit only this far beyond a geofence's edge (GPS jitter)."
     )

@@ -24,7 +24,7 @@ from services.enricher import profile as prof
 from services.enricher.geofences import Catalogue
 from services.enricher.hop_copies import WINDOW, HopCopies
 from services.enricher.identity import resolve
-from services.enricher.person import Output, PersonConfig, apply, end_session
+from services.enricher.person import Output, PersonConfig, apply, on_timer
 
 log = get_logger("enricher")
 SEEN_IDS = 512  # per person: message ids already applied (a replay never applies twice)
@@ -126,8 +126,11 @@ class Stages:
             (state or {}).get("outbox", {}), committed, dedup, outbox.entry(source.offset, outputs)
         )
         outcome = Outcome(self._sends(outputs), {person: new_state}, (env["message_id"],))
-        if any(value.get("kind") == "session_end" for _, value in outputs):
-            metrics.SESSIONS_ENDED.labels("activity").inc()
+        for _, value in outputs:
+            if value.get("kind") == "session_end":
+                metrics.SESSIONS_ENDED.labels("activity").inc()
+            elif value.get("kind") == "geofence_dwelled" and value["details"]["reported_by"] == "gps":
+                metrics.DWELLS.labels("point").inc()
         metrics.RECORDS.labels("person", env["kind"]).inc()
         metrics.LATENCY.labels("person").observe(time.perf_counter() - started)
         return outcome
@@ -138,21 +141,26 @@ class Stages:
         return self.cfg
 
     def tick(self, table: Mapping[str, Any], persons: Iterable[str]) -> Outcome:
-        """The timer (a tick of the persons' partition): end the sessions due by the clock.
+        """The timer (a tick of the persons' partition): end the sessions and make the visits dwell
+        that are due by the clock.
 
-        Nothing of it goes in the outbox: the agent writes these states only once the ends are
-        acknowledged, so a crash in between leaves the session due and the next tick ends it
-        again, with the same message id (consumers drop the copy)."""
+        Nothing of it goes in the outbox: the agent writes these states only once the outputs are
+        acknowledged, so a crash in between leaves them due and the next tick sends them again,
+        with the same message ids (consumers drop the copies)."""
         now, outcome = self.clock(), Outcome()
         for person in persons:
             state = table.get(person)
             if state is None:
                 continue
-            new_state, outputs = end_session(state, person, now)
+            new_state, outputs = on_timer(state, person, now, self._config())
             if outputs:
                 outcome.sends += self._sends(outputs)
                 outcome.writes[person] = new_state
-                metrics.SESSIONS_ENDED.labels("timer").inc()
+            for _, value in outputs:
+                if value["kind"] == "session_end":
+                    metrics.SESSIONS_ENDED.labels("timer").inc()
+                else:
+                    metrics.DWELLS.labels("timer").inc()
         return outcome
 
     def _applied_before(

@@ -133,37 +133,43 @@ def test_launch_dedup_sessions_and_geofence_point_stream(enricher: Enricher, top
     ]
 
 
-def test_a_quiet_session_ends_by_the_clock_once_also_across_a_kill(
+def test_the_clock_ends_a_quiet_session_and_dwells_a_still_device_once_also_across_a_kill(
     settings: Settings, topics: Topics, tmp_path: Path
 ):
-    """No further activity: the session ends when the enricher's clock passes the timeout, with its
-    duration, exactly once; a SIGKILL and a restart with the local state wiped keep the timer."""
-    clock = tmp_path / "clock"
+    """No further input: a GPS visit dwells when the enricher's clock passes the dwell time, the
+    session ends when it passes the timeout (with its duration), each exactly once; a SIGKILL and a
+    restart with the local state wiped keep both timers."""
+    clock, catalogue = tmp_path / "clock", tmp_path / "geofences.json"
     now = T0 + 86_400_000  # the records arrive a day after they happened
     clock.write_text(str(now))
+    catalogue.write_text(json.dumps(SHOP))
     enricher = Enricher(
         settings,
         tmp_path / "enricher.log",
         TAGSTREAM_ENRICHER_CLOCK_FILE=str(clock),
+        TAGSTREAM_ENRICHER_GEOFENCE_FILE=str(catalogue),
         TAGSTREAM_ENRICHER_SESSION_TIMEOUT_S="60",
+        TAGSTREAM_ENRICHER_DWELL_S="30",
         TAGSTREAM_ENRICHER_TICK_SECONDS="0.2",
     ).start()
     dev = {"install_id": "quiet"}
     try:
         topics.send("event", event("q1", T0, **dev), event("q2", T0 + 20_000, **dev))
+        topics.send("location", gps("q-in", T0 + 5_000, 53.3498, -6.2603, **dev))
         person = topics.wait(lambda: topics.profile_with(session_count=1), "the session")["person_id"]
+        kinds = lambda: topics.distinct_kinds(person)  # noqa: E731
         ids = lambda: {e["message_id"] for e in topics.enriched[person]}  # noqa: E731
-        topics.wait(lambda: "q2" in ids(), "the session's last activity")
+        topics.wait(lambda: "q2" in ids() and "geofence_entered" in kinds(), "the last activity, the entry")
         enricher.kill()
-        shutil.rmtree(settings.data_dir / "enricher")  # the timer comes back from the changelog
+        shutil.rmtree(settings.data_dir / "enricher")  # the timers come back from the changelog
         enricher.start()
         clock.write_text(str(now + 59_000))
-        topics.send("tag_hit", tag("q-other", T0, "marker", install_id="other"))  # a tick sees it too
-        topics.wait(lambda: topics.profile_with(tags={"marker": ""}), "another device after the restart")
-        assert "session_end" not in topics.distinct_kinds(person)  # 59 s of the 60 s
+        of = lambda kind: [e for e in topics.enriched[person] if e["kind"] == kind]  # noqa: E731
+        (dwelled,) = topics.wait(lambda: of("geofence_dwelled"), "the clock's dwell")
+        assert to_ms(dwelled["event_time"]) == T0 + 35_000 and dwelled["details"]["duration_ms"] == "30000"
+        assert "session_end" not in kinds()  # 59 s of the 60 s
         clock.write_text(str(now + 60_000))
-        ends = lambda: [e for e in topics.enriched[person] if e["kind"] == "session_end"]  # noqa: E731
-        (end,) = topics.wait(ends, "the clock's session end")
+        (end,) = topics.wait(lambda: of("session_end"), "the clock's session end")
         assert to_ms(end["event_time"]) == T0 + 20_000
         assert end["details"] == {"session_id": f"{person}:{T0}", "duration_ms": "20000"}
         topics.send("tag_hit", tag("q3", T0 + 30_000, "back", **dev))  # after the end: a new session
@@ -172,8 +178,8 @@ def test_a_quiet_session_ends_by_the_clock_once_also_across_a_kill(
     finally:
         enricher.stop()
     assert after["session_count"] == 2
-    assert len(ends()) == 1  # not sent again by later ticks
-    assert [k for k in topics.distinct_kinds(person) if k.startswith("session")] == [
+    assert len(of("session_end")) == 1 and len(of("geofence_dwelled")) == 1  # not sent again by later ticks
+    assert [k for k in kinds() if k.startswith("session")] == [
         "session_start",
         "session_end",
         "session_start",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.enricher.geofences import Catalogue, Geofence, distance_m, track
-from services.enricher.person import PersonConfig, apply, end_session, session_due
+from services.enricher.person import PersonConfig, apply, on_timer, timer_due
 from tests.enricher_records import T0, event, gps, receipt, tag, update
 
 KIND = {
@@ -45,7 +45,7 @@ class Person:
 
     def tick(self) -> None:
         """The enricher's timer reaches this person at ``self.now``."""
-        self.state, outputs = end_session(self.state, self.pid, self.now)
+        self.state, outputs = on_timer(self.state, self.pid, self.now, CFG)
         self.take(outputs)
 
     def take(self, outputs: list[tuple[str, dict[str, Any]]]) -> None:
@@ -148,7 +148,7 @@ class TestSessions:
         p.feed("event", event("e1", T0))
         p.now += 5_000
         p.feed("event", event("e2", T0 + 30_000))
-        assert session_due(p.state) == p.now + CFG.session_timeout_ms
+        assert timer_due(p.state) == p.now + CFG.session_timeout_ms
         p.now += CFG.session_timeout_ms - 1
         p.tick()
         assert p.kinds() == ["session_start", "event", "event"]  # activity 1 ms ago by the clock
@@ -160,7 +160,7 @@ class TestSessions:
         assert end["event_time"] == T0 + 30_000 and end["device_id"] == "install_id:d1"
         assert end["details"] == {"session_id": f"p-1:{T0}", "duration_ms": "30000"}
         assert end["message_id"] == f"p-1:{T0}:end"
-        assert session_due(p.state) is None
+        assert timer_due(p.state) is None
 
     def test_after_the_clock_ended_a_session_late_activity_joins_it_and_later_activity_starts_one(self):
         """The end was reported: activity from within the ended session is tagged with it and changes
@@ -221,10 +221,46 @@ class TestGeofences:
         ]
         assert p.profile["last_latitude"] == 53.3498 + 3 * north
 
+    def test_a_device_that_stops_reporting_inside_dwells_by_the_clock(self):
+        """No point after the entry (a phone lying still): the clock makes the visit dwell once, at
+        the entry's event time + the dwell time; a later exit still exits."""
+        p = Person()
+        p.feed("location", gps("in", T0, 53.3498, -6.2603))
+        p.now += CFG.dwell_ms - 1
+        p.tick()
+        assert [e["kind"] for e in p.enriched] == ["geofence_entered", "location"]
+        p.now += 1
+        p.tick()
+        dwelled = p.enriched[-1]
+        assert (dwelled["kind"], dwelled["event_time"]) == ("geofence_dwelled", T0 + CFG.dwell_ms)
+        assert dwelled["details"] == {
+            "region_id": "shop",
+            "region_kind": "geofence",
+            "reported_by": "gps",
+            "duration_ms": str(CFG.dwell_ms),
+        }
+        assert dwelled["message_id"] == f"install_id:d1:shop:{T0}:dwelled"
+        p.feed("location", gps("still-in", T0 + 3 * CFG.dwell_ms, 53.3498, -6.2603))
+        p.feed("location", gps("out", T0 + 4 * CFG.dwell_ms, 53.3498 + 0.0027, -6.2603))
+        kinds = [e["kind"] for e in p.enriched if e["kind"] != "location"]
+        assert kinds == ["geofence_entered", "geofence_dwelled", "geofence_exited"]
+
+    def test_a_dwell_a_point_showed_is_not_sent_again_by_the_clock(self):
+        """Whichever notices the dwell first sends it, under one message id per visit."""
+        p = Person()
+        p.feed("location", gps("in", T0, 53.3498, -6.2603))
+        p.feed("location", gps("later", T0 + CFG.dwell_ms + 5, 53.3498, -6.2603))
+        (dwelled,) = [e for e in p.enriched if e["kind"] == "geofence_dwelled"]
+        assert dwelled["message_id"] == f"install_id:d1:shop:{T0}:dwelled"
+        assert dwelled["details"]["duration_ms"] == str(CFG.dwell_ms + 5)
+        p.now += 10 * CFG.dwell_ms
+        p.tick()
+        assert [e["kind"] for e in p.enriched].count("geofence_dwelled") == 1
+
     def test_polygon_fence_contains_its_inside(self):
         """A point inside a polygon fence enters it."""
         square = Geofence("sq", polygon=((0.0, 0.0), (0.0, 1.0), (1.0, 1.0), (1.0, 0.0)))
-        _, transitions = track({}, 0.5, 0.5, T0, Catalogue((square,)), 1000, 10.0)
+        _, transitions = track({}, 0.5, 0.5, T0, Catalogue((square,)), 1000, 10.0, NOW)
         assert transitions == [("geofence_entered", "sq")]
 
     def test_haversine_distance_is_right_at_city_scale(self):
@@ -272,7 +308,7 @@ class TestMerge:
             "details": {"merged_into": "p-known"},
         }
         anon.apply(merge, None)
-        assert session_due(anon.state) is None  # nothing ends on the merged-away person
+        assert timer_due(anon.state) is None  # nothing ends on the merged-away person
         known.apply(anon.routed[0], None)
         known.now = anon.now + CFG.session_timeout_ms
         known.tick()

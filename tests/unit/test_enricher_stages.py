@@ -8,7 +8,7 @@ from services.common.serde import Serde
 from services.common.steps import SourcePosition
 from services.enricher import versions
 from services.enricher.hop_copies import HopCopies
-from services.enricher.person import PersonConfig, session_due
+from services.enricher.person import PersonConfig, timer_due
 from services.enricher.stages import Outcome, Stages, to_ms
 from tests.enricher_records import T0, event, tag
 
@@ -76,13 +76,13 @@ class TestStages:
         p.feed("event", event("e1", T0, install_id="d1"))
         p.now += 60_000
         p.feed("event", event("e2", T0 + 1, install_id="d2"))
-        quiet, busy = sorted(p.persons, key=lambda person: session_due(p.persons[person]) or 0)
+        quiet, busy = sorted(p.persons, key=lambda person: timer_due(p.persons[person]) or 0)
         assert {p.persons[quiet]["p"], p.persons[busy]["p"]} == {0}  # the index is rebuilt per partition
         p.now += timeout - 60_000
         outcome = p.stages.tick(p.persons, [quiet, busy])
         (end,) = [SERDE.decode(send.value)[1] for send in outcome.sends]
         assert (end["kind"], end["person_id"], to_ms(end["event_time"])) == ("session_end", quiet, T0)
-        assert list(outcome.writes) == [quiet] and session_due(outcome.writes[quiet]) is None
+        assert list(outcome.writes) == [quiet] and timer_due(outcome.writes[quiet]) is None
         p.perform(outcome, p.persons, "persons")
         assert p.stages.tick(p.persons, [quiet, busy]).sends == []  # busy: activity 60 s later
         p.now += 60_000
