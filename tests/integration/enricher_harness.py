@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,49 +14,28 @@ from services.common.serde import Serde
 from services.common.settings import Settings
 from services.common.topics import DEAD_LETTERS, ENRICHED, PROFILES, VALID_TOPICS, topic_name
 from tests.conftest import settings_env
-from tests.helpers import wait_until
+from tests.helpers import ServiceProcess, wait_until
 
 VALID_BY_TYPE = {spec.record_type: spec for spec in VALID_TOPICS}
 
 
-class Enricher:
-    """One `tagstream run enricher` process; stop() is SIGTERM, kill() is SIGKILL."""
+class Enricher(ServiceProcess):
+    """One `tagstream run enricher` process (``start`` waits for /readyz); stop() is SIGTERM,
+    kill() is SIGKILL."""
 
     def __init__(self, settings: Settings, log: Path, **extra_env: str) -> None:
-        self.env = {**settings_env(settings), "TAGSTREAM_HEALTH_PORT": "0", **extra_env}
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__("enricher", settings_env(settings), log, **extra_env)
 
-    def start(self) -> Enricher:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "run", "enricher"],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
-        return self
-
-    def health_port(self) -> int | None:
-        """The port the health server picked (port 0), read from the service's JSON log."""
-        for line in self.log.read_text(errors="replace").splitlines():
-            if line.startswith("{") and '"health_port"' in line:
-                return int(json.loads(line)["health_port"])
-        return None
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        if self.process is not None and self.process.poll() is None:
             try:
-                self.proc.wait(timeout=30)
+                self.terminate(timeout=30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+                self.kill()
 
 
 class Topics:

@@ -115,9 +115,8 @@ def test_launch_dedup_sessions_and_geofence_point_stream(enricher: Enricher, top
         *(gps(f"g{i}", T0 + dt, 53.3498 + dlat, -6.2603, **dev) for i, (dt, dlat) in enumerate(points)),
     )
     person = topics.wait(lambda: topics.profile_with(session_count=2), "two sessions")["person_id"]
-    port = wait_until(lambda: enricher.health_port(), what="health port in the log")
-    assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
-    assert "enricher_records_total" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert httpx.get(f"http://127.0.0.1:{enricher.port}/readyz").status_code == 200
+    assert "enricher_records_total" in enricher.metrics()
     kinds = lambda: [e["kind"] for e in topics.enriched[person]]  # noqa: E731
     topics.wait(lambda: "geofence_exited" in kinds(), "geofence exit")
     assert kinds().count("app_launch") == 2
@@ -193,17 +192,11 @@ def test_geofences_published_on_the_topic_apply_without_a_restart(
     it to the geofences topic; the running enricher tracks the new fence at once, on top of its
     file's, and stops tracking it once `--prune` removed it."""
     env = settings_env(settings)
-    port = wait_until(lambda: enricher.health_port(), what="health port in the log")
 
     def fences_in_use() -> float:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        gauge = 'enricher_geofences{kind="geofence"}'
         return next(
-            (
-                float(x.split()[-1])
-                for x in text.splitlines()
-                if x.startswith('enricher_geofences{kind="geofence"}')
-            ),
-            0.0,
+            (float(x.split()[-1]) for x in enricher.metrics().splitlines() if x.startswith(gauge)), 0.0
         )
 
     wait_until(lambda: fences_in_use() == 1, what="the file's fence in use")
