@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from aiokafka.partitioner import murmur2
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
@@ -20,78 +15,48 @@ from services.common.serde import Serde
 from services.common.settings import Settings
 from services.common.topics import DEAD_LETTERS, ENRICHED, SEGMENT_MEMBERSHIP, TopicSpec, topic_name
 from tests.conftest import settings_env
-from tests.helpers import wait_until
+from tests.helpers import ServiceProcess, wait_until
 
 
-class SegmenterProcess:
-    """One `tagstream run segmenter` process; stop() is SIGTERM, kill() is SIGKILL."""
+class SegmenterProcess(ServiceProcess):
+    """One `tagstream run segmenter` process (``start`` waits for /readyz); stop() is SIGTERM,
+    kill() is SIGKILL."""
 
     def __init__(self, settings: Settings, log: Path, definitions: Path, **extra_env: str) -> None:
-        self.env = {
-            **settings_env(settings),
-            "TAGSTREAM_HEALTH_PORT": "0",
+        defaults = {
             "TAGSTREAM_SEGMENTER_DEFINITIONS_FILE": str(definitions),
             "TAGSTREAM_SEGMENTER_RELOAD_SECONDS": "0.5",
             "TAGSTREAM_SEGMENTER_BROKER_SESSION_TIMEOUT_S": "6",
-            **extra_env,
         }
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._port_from = 0
+        super().__init__("segmenter", settings_env(settings), log, **{**defaults, **extra_env})
+        self._log_from = 0  # where this run's lines start in the log (a restart appends)
 
-    def start(self) -> SegmenterProcess:
-        self._port_from = self.log.stat().st_size if self.log.exists() else 0
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "run", "segmenter"],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
+    def start(self, ready_timeout: float = 90.0) -> SegmenterProcess:
+        self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
+        super().start(ready_timeout)
         return self
-
-    def health_port(self) -> int | None:
-        """The port this run's health server picked (port 0), read from its JSON log."""
-        with open(self.log, "rb") as log:
-            log.seek(self._port_from)
-            text = log.read().decode(errors="replace")
-        for line in text.splitlines():
-            if line.startswith("{") and '"health_port"' in line:
-                return int(json.loads(line)["health_port"])
-        return None
 
     def wait_processing(self, timeout: float = 120.0) -> SegmenterProcess:
         """Until this run has restored every partition of `enriched` (ticks reach each one within a
         second of the assignment): from then on a record is processed as it arrives."""
 
         def restored() -> bool:
-            with open(self.log, "rb") as log:
-                log.seek(self._port_from)
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_from)
                 text = log.read().decode(errors="replace")
             return text.count('"partition restored"') >= ENRICHED.partitions
 
         wait_until(restored, timeout=timeout, what="segmenter partitions restored")
         return self
 
-    def metrics(self) -> str:
-        port = wait_until(self.health_port, what="health port in the log")
-        return httpx.get(f"http://127.0.0.1:{port}/metrics").text
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
     def stop(self) -> int | None:
         """SIGTERM and wait; the exit code (None if it was never started)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        if self.process is not None and self.process.poll() is None:
             try:
-                self.proc.wait(timeout=30)
+                self.terminate(timeout=30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        return None if self.proc is None else self.proc.returncode
+                self.kill()
+        return None if self.process is None else self.process.returncode
 
 
 class Topics:

@@ -68,8 +68,7 @@ def test_facts_in_entered_changes_out(segmenter: SegmenterProcess, topics: Topic
         sr.envelope("session_end", "bob", t),
     )
     topics.wait(lambda: len(topics.changes) >= 4, "four entered changes")
-    port = wait_until(segmenter.health_port, what="health port in the log")
-    assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{segmenter.port}/readyz").status_code == 200
     metrics = topics.wait(
         lambda: 'segmenter_facts_total{kind="event"} 5.0' in (m := segmenter.metrics()) and m, "metrics"
     )
@@ -84,7 +83,7 @@ def test_facts_in_entered_changes_out(segmenter: SegmenterProcess, topics: Topic
     assert carl["reason"] == "event:purchase" and carl["source_message_id"] == "c2"
     assert topics.dead == []
     assert segmenter.stop() == 0  # SIGTERM: a clean stop
-    assert '"segmenter stopped"' in segmenter.log.read_text()
+    assert '"segmenter stopped"' in segmenter.log_path.read_text()
 
 
 def test_a_time_window_exits_by_timer_with_no_further_events(
@@ -170,7 +169,9 @@ def test_two_instances_share_partitions_and_one_takes_over_after_a_kill(
         topics.send(*(sr.event(p, t, "visit", mid=f"{p}-v") for p in people))
         topics.wait(lambda: len(topics.changes) == 24, "everyone entered vip and recent")
         second.start()
-        wait_until(lambda: "partition restored" in second.log.read_text(), timeout=90, what="a rebalance")
+        wait_until(
+            lambda: "partition restored" in second.log_path.read_text(), timeout=90, what="a rebalance"
+        )
         first.kill()
         topics.send(*(sr.tag(p, now_ms(), "vip", mid=f"{p}-2") for p in people))
         topics.wait(

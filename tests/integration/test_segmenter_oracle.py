@@ -232,7 +232,9 @@ def test_streamed_membership_equals_sql_over_the_loaded_history(run: Run, seed: 
             first.start()
         if variant == "two instances" and i == 1:
             second.start()
-            wait_until(lambda: "partition restored" in second.log.read_text(), timeout=90, what="a rebalance")
+            wait_until(
+                lambda: "partition restored" in second.log_path.read_text(), timeout=90, what="a rebalance"
+            )
         if variant == "two instances" and i == 2:
             assert first.stop() == 0  # its partitions move to the second instance
         run.settle(chunk[-1].at_ms)
