@@ -12,6 +12,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
+STALE_SLACK = 1024  # stale heap entries tolerated beyond one per live entry before a rebuild
+
 
 class DueIndex:
     def __init__(self) -> None:
@@ -42,7 +44,13 @@ class DueIndex:
         if current.get(person) == due_ms:
             return
         current[person] = due_ms
-        heapq.heappush(self._heaps.setdefault(partition, []), (due_ms, person))
+        heap = self._heaps.setdefault(partition, [])
+        heapq.heappush(heap, (due_ms, person))
+        if len(heap) > 2 * len(current) + STALE_SLACK:
+            # A busy person moves its time at every record (a session's end): without this the
+            # stale entries of a whole timeout would pile up before they reach the top.
+            heap[:] = [(due, who) for who, due in current.items()]
+            heapq.heapify(heap)
 
     def _clean_top(self, partition: int) -> list[tuple[int, str]]:
         heap, current = self._heaps.get(partition, []), self._due.get(partition, {})

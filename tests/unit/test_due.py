@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.common.clock import Clock
-from services.common.due import DueIndex
+from services.common.due import STALE_SLACK, DueIndex
 
 
 class TestDueIndex:
@@ -27,6 +27,16 @@ class TestDueIndex:
         assert index.take_due(1, 20) == [] and index.next_due(1) == 50
         index.set(1, "a", None)
         assert index.next_due(1) is None and not index.has_due(1, 100)
+
+    def test_a_time_moved_at_every_record_keeps_the_heap_bounded(self):
+        """A busy person moves its session end at every record: stale entries do not pile up."""
+        index = DueIndex()
+        index.set(0, "quiet", 5)
+        for t in range(100_000):
+            index.set(0, "busy", 1_000 + t)
+        assert len(index._heaps[0]) <= 2 * 2 + STALE_SLACK
+        assert index.take_due(0, 10) == ["quiet"] and index.take_due(0, 100_998) == []
+        assert index.take_due(0, 100_999) == ["busy"]
 
     def test_reassign_forgets_revoked_partitions(self):
         """A partition that moved away is forgotten and must be rebuilt if it comes back."""
