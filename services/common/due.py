@@ -10,9 +10,11 @@ and popping skips entries that no longer match the person's current due time.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 STALE_SLACK = 1024  # stale heap entries tolerated beyond one per live entry before a rebuild
+TICK_RESEND_S = 10.0  # a tick not handled by then (lost in a rebalance) is sent again
 
 
 class DueIndex:
@@ -22,6 +24,7 @@ class DueIndex:
         self.built: set[int] = set()  # partitions whose index was rebuilt since their assignment
         self.broadcasts_done: dict[int, set[str]] = {}
         self.assigned: set[int] = set()
+        self._ticks_sent: dict[int, float] = {}  # partition -> when its tick was sent (monotonic)
 
     def reassign(self, partitions: Iterable[int]) -> None:
         """Forget partitions no longer ours; new ones need a rebuild before they tick."""
@@ -29,10 +32,12 @@ class DueIndex:
         for p in self.assigned - now:
             self.forget(p)
         self.assigned = now
+        self._ticks_sent.clear()
 
     def forget(self, partition: int) -> None:
         self._heaps.pop(partition, None)
         self._due.pop(partition, None)
+        self._ticks_sent.pop(partition, None)
         self.broadcasts_done.pop(partition, None)
         self.built.discard(partition)
 
@@ -51,6 +56,33 @@ class DueIndex:
             # stale entries of a whole timeout would pile up before they reach the top.
             heap[:] = [(due, who) for who, due in current.items()]
             heapq.heapify(heap)
+
+    def ticks_to_send(
+        self, actives: set[int], now_ms: int, also_due: Callable[[int], bool] = lambda p: False
+    ) -> list[tuple[int, str]]:
+        """The service timer's question: which of its active partitions get a tick now, and of
+        which kind: ``rebuild`` (not indexed since its assignment) or ``due`` (a person's time
+        came, or ``also_due``). None while the partition's previous tick is on its way (sent again
+        after ``TICK_RESEND_S``: lost in a rebalance); :meth:`tick_handled` clears that."""
+        if actives != self.assigned:
+            self.reassign(actives)
+        mono = time.monotonic()
+        ticks = []
+        for p in sorted(actives):
+            if mono - self._ticks_sent.get(p, -TICK_RESEND_S) < TICK_RESEND_S:
+                continue
+            if p not in self.built:
+                kind = "rebuild"
+            elif self.has_due(p, now_ms) or also_due(p):
+                kind = "due"
+            else:
+                continue
+            self._ticks_sent[p] = mono
+            ticks.append((p, kind))
+        return ticks
+
+    def tick_handled(self, partition: int) -> None:
+        self._ticks_sent.pop(partition, None)
 
     def _clean_top(self, partition: int) -> list[tuple[int, str]]:
         heap, current = self._heaps.get(partition, []), self._due.get(partition, {})

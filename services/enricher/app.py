@@ -56,7 +56,6 @@ from services.enricher.settings import EnricherSettings
 from services.enricher.stages import Outcome, Stages
 
 log = get_logger("enricher")
-TICK_RESEND_S = 10.0  # a tick not handled by then (lost in a rebalance) is sent again
 
 
 def person_config(s: EnricherSettings) -> PersonConfig:
@@ -69,15 +68,17 @@ def person_config(s: EnricherSettings) -> PersonConfig:
     )
 
 
-def catalogue_follower(s: EnricherSettings) -> tuple[CatalogueFeed, TopicFollower]:
-    """The geofence file's entries overlaid by the geofences topic's (``catalogue_feed.py``); the
-    follower is started with the worker (the ``follow_catalogue`` task), not here."""
+def catalogue_file(s: EnricherSettings) -> CatalogueFile:
+    """The entries of ``TAGSTREAM_ENRICHER_GEOFENCE_FILE`` (none if unset); CatalogueError names
+    a bad entry."""
     path = s.enricher_geofence_file
-    feed = CatalogueFeed(read_catalogue_file(path) if path else CatalogueFile())
-    return feed, TopicFollower(s, topic_name(GEOFENCES, s), feed.apply, "geofences")
+    return read_catalogue_file(path) if path else CatalogueFile()
 
 
-def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) -> faust.App:
+def build_app(
+    s: EnricherSettings, on_ready: Callable[[], None] = lambda: None, geofences: CatalogueFile | None = None
+) -> faust.App:
+    """``geofences``: the catalogue file's entries, read already (else read here)."""
     app = faust_app(
         s,
         s.full_app_id,
@@ -101,7 +102,10 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
     person_inputs = app.topic(outputs["routed"].get_topic_name(), ticks_name, **RAW)
     table_opts: dict[str, Any] = {"default": None}  # untyped tables: json in changelogs
     clock = Clock(s.enricher_clock_file)
-    catalogue, follower = catalogue_follower(s)
+    # The file's entries overlaid by the geofences topic's (catalogue_feed.py); the follower
+    # starts with the worker (the follow_catalogue task), not here.
+    catalogue = CatalogueFeed(geofences if geofences is not None else catalogue_file(s))
+    follower = TopicFollower(s, topic_name(GEOFENCES, s), catalogue.apply, "geofences")
     identity = app.Table("identity", partitions=ENRICHER_IDENTITY.partitions, **table_opts)
     persons = app.Table("persons", partitions=ENRICHER_ROUTED.partitions, **table_opts)
     stages = Stages(
@@ -114,7 +118,6 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         catalogue.current,
     )
     timers = DueIndex()  # routed partition -> persons the clock has something for (timer_due), and when
-    in_flight: dict[int, float] = {}  # partition -> when its tick was sent (monotonic)
 
     async def perform(outcome: Outcome, table: Any, acknowledged: bool = False) -> None:
         # Sends first, then state: if only one of them reaches Kafka before a crash, it should be
@@ -161,9 +164,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
     async def follow_catalogue() -> None:
         # The first points should meet the whole catalogue, not the part read so far.
         follower.start()
-        waited = time.monotonic()
-        while not follower.caught_up and time.monotonic() - waited < s.enricher_catalogue_wait_s:
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(follower.wait_caught_up, s.enricher_catalogue_wait_s)
         current = catalogue.current()
         sizes = {"geofences": len(current.geofences), "beacons": len(current.beacons or {})}
         if not follower.caught_up:
@@ -215,7 +216,7 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         log.info("timers rebuilt", extra={"partition": partition, "waiting": timers.pending()})
 
     async def on_timers(partition: int, value: bytes | None) -> None:
-        in_flight.pop(partition, None)
+        timers.tick_handled(partition)
         metrics.TICKS.labels("rebuild" if value == b"rebuild" else "due").inc()
         due = timers.take_due(partition, clock.now_ms())
         await perform(stages.tick(persons, due), persons, acknowledged=True)
@@ -225,21 +226,8 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
     @app.timer(interval=s.enricher_tick_seconds)
     async def wake() -> None:
         actives = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == ticks_name}
-        if actives != timers.assigned:
-            timers.reassign(actives)
-            in_flight.clear()
-        now_ms, mono = clock.now_ms(), time.monotonic()
-        for p in sorted(actives):
-            if mono - in_flight.get(p, -TICK_RESEND_S) < TICK_RESEND_S:
-                continue  # its previous tick is on the way
-            if p not in timers.built:
-                kind = b"rebuild"
-            elif timers.has_due(p, now_ms):
-                kind = b"due"
-            else:
-                continue
-            in_flight[p] = mono
-            await ticks.send(value=kind, partition=p)
+        for p, kind in timers.ticks_to_send(actives, clock.now_ms()):
+            await ticks.send(value=kind.encode(), partition=p)
         metrics.TIMERS.set(timers.pending())
         catalogue.current()  # a changed catalogue is rebuilt (and its gauge set) without waiting for a point
 
@@ -249,7 +237,6 @@ def build_app(s: EnricherSettings, on_ready: Callable[[], None] = lambda: None) 
         for tp in revoked:
             if tp.topic == ticks_name:
                 timers.forget(tp.partition)
-                in_flight.pop(tp.partition, None)
 
     async def crash_after_state_write(outcome: Outcome, table: Any) -> None:
         # Test hook (TAGSTREAM_ENRICHER_CRASH_AFTER_STATE_WRITE): the worst moment for a crash, the

@@ -7,10 +7,11 @@ The worker, logging and SIGTERM handling are shared by every faust service
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 from services.common.faust_service import run_worker
-from services.enricher.app import build_app
-from services.enricher.geofences import CatalogueError, read_catalogue_file
+from services.enricher.app import build_app, catalogue_file
+from services.enricher.geofences import CatalogueError
 from services.enricher.settings import EnricherSettings
 
 DEFAULT_HEALTH_PORT = 9103  # /metrics /healthz /readyz unless TAGSTREAM_HEALTH_PORT is set
@@ -18,10 +19,10 @@ DEFAULT_HEALTH_PORT = 9103  # /metrics /healthz /readyz unless TAGSTREAM_HEALTH_
 
 def run() -> int:
     settings = EnricherSettings()
-    if settings.enricher_geofence_file is not None:
-        try:
-            read_catalogue_file(settings.enricher_geofence_file)
-        except CatalogueError as exc:  # nothing to run with: say which entry, stop
-            print(f"error: TAGSTREAM_ENRICHER_GEOFENCE_FILE: {exc}", file=sys.stderr)
-            return 2
-    return run_worker("enricher", settings, build_app, DEFAULT_HEALTH_PORT, settings.enricher_state_dir)
+    try:
+        geofences = catalogue_file(settings)
+    except CatalogueError as exc:  # nothing to run with: say which entry, stop
+        print(f"error: TAGSTREAM_ENRICHER_GEOFENCE_FILE: {exc}", file=sys.stderr)
+        return 2
+    build = partial(build_app, geofences=geofences)
+    return run_worker("enricher", settings, build, DEFAULT_HEALTH_PORT, settings.enricher_state_dir)

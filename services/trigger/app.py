@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +61,6 @@ from services.trigger.settings import TriggerSettings, default_campaigns
 from services.trigger.stages import Outcome, Stages, tick_kind, tick_value
 
 log = get_logger("trigger")
-TICK_RESEND_S = 10.0  # a tick not handled by then (lost in a rebalance) is sent again
 
 
 class Campaigns:
@@ -123,7 +121,6 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
     )
     index = DueIndex()
     kill_after = s.trigger_test_kill_after_message
-    in_flight: dict[int, float] = {}  # partition -> when its tick was sent (monotonic)
 
     async def perform(batch: Batch[EventT]) -> None:
         # Outputs acknowledged first, then state: a state that knows a message implies the message
@@ -163,7 +160,7 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
     async def on_tick(event: EventT, source: SourcePosition) -> None:
         """Due persons and due broadcasts of the tick's partition: one batch, performed at once."""
         p, kind = source.partition, tick_kind(source.value)
-        in_flight.pop(p, None)
+        index.tick_handled(p)
         metrics.TICKS.labels(kind).inc()
         now = clock.now()
         batch: Batch[EventT] = Batch(tables)
@@ -227,22 +224,12 @@ def build_app(s: TriggerSettings, on_ready: Callable[[], None] = lambda: None) -
         actives = {
             tp.partition for tp in app.assignor.assigned_actives() if tp.topic == ticks.get_topic_name()
         }
-        if actives != index.assigned:
-            index.reassign(actives)
-            in_flight.clear()
-        now_ms, mono = clock.now_ms(), time.monotonic()
-        for p in sorted(actives):
-            if mono - in_flight.get(p, -TICK_RESEND_S) < TICK_RESEND_S:
-                continue  # its previous tick is on the way
-            if p not in index.built:
-                kind = "rebuild"
-            elif index.has_due(p, now_ms) or stages.due_broadcasts(
-                index.broadcasts_done.get(p, set()), now_ms
-            ):
-                kind = "due"
-            else:
-                continue
-            in_flight[p] = mono
+        now_ms = clock.now_ms()
+
+        def broadcast_due(p: int) -> bool:
+            return bool(stages.due_broadcasts(index.broadcasts_done.get(p, set()), now_ms))
+
+        for p, kind in index.ticks_to_send(actives, now_ms, broadcast_due):
             await ticks.send(key=None, value=tick_value(kind, now_ms), partition=p)
         metrics.DUE_PERSONS.set(index.pending())
         metrics.NOW_SECONDS.set(now_ms / 1000)  # after the ticks: anything due at now_ms has one

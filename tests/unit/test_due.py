@@ -38,6 +38,19 @@ class TestDueIndex:
         assert index.take_due(0, 10) == ["quiet"] and index.take_due(0, 100_998) == []
         assert index.take_due(0, 100_999) == ["busy"]
 
+    def test_a_partition_ticks_to_rebuild_then_when_due_never_twice_while_one_is_on_its_way(self):
+        """The services' timers ask this: one tick in flight per partition until it is handled."""
+        index = DueIndex()
+        assert index.ticks_to_send({0, 1}, 100) == [(0, "rebuild"), (1, "rebuild")]
+        assert index.ticks_to_send({0, 1}, 100) == []  # both still on their way
+        index.built.update({0, 1})
+        index.tick_handled(0)
+        index.tick_handled(1)
+        index.set(1, "a", 50)
+        assert index.ticks_to_send({0, 1}, 100, also_due=lambda p: p == 0) == [(0, "due"), (1, "due")]
+        index.tick_handled(0)
+        assert index.ticks_to_send({0, 1}, 100) == []  # 0: nothing due now; 1: still on its way
+
     def test_reassign_forgets_revoked_partitions(self):
         """A partition that moved away is forgotten and must be rebuilt if it comes back."""
         index = DueIndex()

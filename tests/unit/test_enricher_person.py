@@ -268,23 +268,25 @@ class TestGeofences:
         assert 110_000 < distance_m(53.0, -6.0, 54.0, -6.0) < 112_000
 
 
+LOGIN_MERGE = {  # stage 1's hand-over: the anonymous p-anon logs in as the known p-known
+    "message_id": "login",
+    "person_id": "p-anon",
+    "device_id": None,
+    "event_time": T0 + 9,
+    "kind": "merge",
+    "record_type": None,
+    "original": None,
+    "details": {"merged_into": "p-known"},
+}
+
+
 class TestMerge:
     def test_merge_hands_over_and_absorb_combines_profiles(self):
         """The anonymous person's tags and sessions end up on the identified person."""
         anon, known = Person("p-anon"), Person("p-known")
         anon.feed("tag_hit", tag("t1", T0, "browsed", "shoes"))
         known.feed("profile_update", update("u1", T0 + 5, {"first_name": "Ann"}))
-        merge = {
-            "message_id": "login",
-            "person_id": "p-anon",
-            "device_id": None,
-            "event_time": T0 + 9,
-            "kind": "merge",
-            "record_type": None,
-            "original": None,
-            "details": {"merged_into": "p-known"},
-        }
-        anon.apply(merge, None)
+        anon.apply(LOGIN_MERGE, None)
         assert anon.profile["merged_into"] == "p-known"
         known.apply(anon.routed[0], None)
         assert known.profile["tags"] == {"browsed": "shoes"}
@@ -297,17 +299,7 @@ class TestMerge:
         """The anonymous person's session moves with the merge; the clock ends it for the survivor."""
         anon, known = Person("p-anon"), Person("p-known")
         anon.feed("tag_hit", tag("t1", T0, "browsed", "shoes"))
-        merge = {
-            "message_id": "login",
-            "person_id": "p-anon",
-            "device_id": None,
-            "event_time": T0 + 9,
-            "kind": "merge",
-            "record_type": None,
-            "original": None,
-            "details": {"merged_into": "p-known"},
-        }
-        anon.apply(merge, None)
+        anon.apply(LOGIN_MERGE, None)
         assert timer_due(anon.state) is None  # nothing ends on the merged-away person
         known.apply(anon.routed[0], None)
         known.now = anon.now + CFG.session_timeout_ms
